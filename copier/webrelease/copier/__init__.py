@@ -1,0 +1,1 @@
+"""webrelease's data plane: release a build to customers' sites. Knows nothing of Kubernetes."""

@@ -1,0 +1,279 @@
+"""The WebRelease spec: one set of pydantic models, the single source of truth.
+
+The copier validates a release file with these models, the operator re-validates every
+resource with them, and the CRD's OpenAPI schema is generated from them
+(``webrelease.operator.crd``). Field names are camelCase on the wire (``targetUrl`` style),
+snake_case in Python. Models are frozen: a parsed spec is a value, never mutated.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "webrelease.dev"
+API_VERSION = "v1alpha1"
+KIND = "WebRelease"
+
+#: SPEC §2: a customer id.
+CUSTOMER_ID_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+CUSTOMER_ID_RE = re.compile(CUSTOMER_ID_PATTERN)
+
+#: `inline` customer lists are for small lists only; larger ones belong in object storage.
+INLINE_CUSTOMERS_MAX = 100
+#: A Job has at most this many indexes (SPEC §3 "at most a few thousand shards").
+MAX_SHARDS = 5000
+
+URL_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.+)$"
+S3_OR_FILE_URL = Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
+
+
+class SpecError(ValueError):
+    """A release spec that cannot run; ``field`` is the dotted camelCase path of the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class Model(BaseModel):
+    """Base of every spec model: frozen, camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+    )
+
+
+class SecretKeyRef(Model):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class SecretRef(Model):
+    """A Secret in the release's namespace holding S3 credentials
+    (keys ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optional ``AWS_SESSION_TOKEN``)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class Source(Model):
+    """The build: an immutable prefix of web assets."""
+
+    url: S3_OR_FILE_URL
+
+
+class Target(Model):
+    """Where each customer's site goes: a template on the customer's fields, e.g. ``s3://sites/{id}/``."""
+
+    url: Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
+
+    @field_validator("url")
+    @classmethod
+    def _has_id_placeholder(cls, v: str) -> str:
+        # imported here to keep spec importable on its own; the template module has no deps on spec
+        from webrelease.copier.targets import check_target_template
+
+        check_target_template(v)
+        return v
+
+
+class ConfigMapKeyRef(Model):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class SqlSource(Model):
+    """A relational database: a SQLAlchemy URL read from a Secret key, and a query returning an ``id`` column."""
+
+    secret_ref: SecretKeyRef
+    query: Annotated[str, Field(min_length=1, max_length=16384)]
+
+
+class Customers(Model):
+    """Exactly one source of the customer list."""
+
+    url: S3_OR_FILE_URL | None = None
+    config_map_ref: ConfigMapKeyRef | None = None
+    inline: Annotated[list[dict[str, Any]], Field(max_length=INLINE_CUSTOMERS_MAX)] | None = None
+    sql: SqlSource | None = None
+    format: Literal["auto", "jsonl", "json", "csv"] = "auto"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Customers:
+        given = [n for n in ("url", "config_map_ref", "inline", "sql") if getattr(self, n) is not None]
+        if len(given) != 1:
+            names = ", ".join(to_camel(n) for n in given) or "none"
+            raise ValueError(f"exactly one of url, configMapRef, inline, sql must be set (got: {names})")
+        return self
+
+
+class Overrides(Model):
+    """A per-customer prefix whose files replace or add to the build's, e.g. ``s3://overrides/{id}/``."""
+
+    url: Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
+
+    @field_validator("url")
+    @classmethod
+    def _template_ok(cls, v: str) -> str:
+        from webrelease.copier.targets import check_target_template
+
+        check_target_template(v)
+        return v
+
+
+class Sharding(Model):
+    customers_per_shard: Annotated[int, Field(ge=1, le=100_000)] = 50
+    parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
+
+
+class FailurePolicy(Model):
+    """Retries per shard and how many failed customers are tolerated (Degraded) before the run is Failed."""
+
+    retries_per_shard: Annotated[int, Field(ge=0, le=20)] = 2
+    tolerated_failed_customers: Annotated[int, Field(ge=0)] = 0
+    tolerated_failed_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+
+
+class Canary(Model):
+    """Customers released first; the rest only if all of them succeed."""
+
+    ids: Annotated[list[Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]], Field(max_length=100)] | None = None
+    count: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Canary:
+        if (self.ids is None) == (self.count is None):
+            raise ValueError("exactly one of ids, count must be set")
+        return self
+
+
+class Storage(Model):
+    """How to reach S3. Credentials from a Secret, or the pod's own identity (ServiceAccount / environment)."""
+
+    endpoint_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$", max_length=512)] | None = None
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
+    addressing_style: Literal["auto", "path", "virtual"] = "path"
+    secret_ref: SecretRef | None = None
+
+
+class Reports(Model):
+    """Where snapshots and reports go (``s3://bucket/prefix/`` or ``file://``)."""
+
+    url: S3_OR_FILE_URL
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Resources(Model):
+    requests: dict[str, str] | None = None
+    limits: dict[str, str] | None = None
+
+
+class Worker(Model):
+    """The shard pods."""
+
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    resources: Resources | None = None
+    service_account_name: Annotated[str, Field(max_length=253)] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    objects_in_flight: Annotated[int, Field(ge=1, le=1024)] = 64
+
+
+DEFAULT_ENTRYPOINTS = ("index.html", "**/*.html")
+
+
+class WebReleaseSpec(Model):
+    """``spec`` of a WebRelease (SPEC §3)."""
+
+    source: Source
+    target: Target
+    customers: Customers
+    reports: Reports
+    templates: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)] = []
+    overrides: Overrides | None = None
+    entrypoints: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)] = list(
+        DEFAULT_ENTRYPOINTS
+    )
+    prune: bool = False
+    sharding: Sharding = Sharding()
+    failure_policy: FailurePolicy = FailurePolicy()
+    canary: Canary | None = None
+    dry_run: bool = False
+    storage: Storage = Storage()
+    worker: Worker = Worker()
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    name: Annotated[str, Field(min_length=1, max_length=253)] = "release"
+    namespace: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+
+
+class WebRelease(BaseModel):
+    """A whole manifest as a user writes it in ``release.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    api_version: Literal["webrelease.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["WebRelease"]
+    metadata: Metadata = Metadata()
+    spec: WebReleaseSpec
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> SpecError:
+    """One readable SpecError naming every bad field by its camelCase path."""
+    parts = []
+    first_field = ""
+    for err in exc.errors():
+        path = ".".join(p for p in [prefix, *(str(p) for p in err["loc"])] if p) or "(root)"
+        first_field = first_field or path
+        parts.append(f"{path}: {err['msg']}")
+    return SpecError(first_field, "; ".join(parts))
+
+
+def parse_spec(data: Any) -> WebReleaseSpec:
+    """Validate a ``spec`` mapping; raise SpecError naming the field."""
+    try:
+        return WebReleaseSpec.model_validate(data)
+    except ValidationError as exc:
+        raise describe_validation_error(exc) from None
+
+
+def load_release(path: str | Path) -> WebRelease:
+    """Read a ``release.yaml`` (the same manifest a user would ``kubectl apply``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError("", f"{path}: expected a WebRelease manifest (a mapping)")
+    try:
+        return WebRelease.model_validate(data)
+    except ValidationError as exc:
+        raise describe_validation_error(exc, prefix="") from None
