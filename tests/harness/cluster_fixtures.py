@@ -1,0 +1,1 @@
+"""pytest fixtures for the cluster harness (owned by the cluster tier)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for the postgres harness (owned by the postgres tier)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for the s3 harness (owned by the s3 tier)."""
