@@ -1,0 +1,348 @@
+# ruff: noqa: PTH101, PTH103, PTH105, PTH106, PTH108, PTH116, PTH118, PTH120, PTH123
+# Plain str paths and os.* calls: keys are joined onto the folder as strings, and the hot path
+# (many small files) avoids building a Path object per call.
+"""The ``file://`` backend: a folder on a local filesystem behaves like an S3 prefix.
+
+- **Keys** map to paths below the location's folder; a key never leaves it (``..``, absolute
+  keys and backslashes are refused, and the resolved path is checked against the folder, so a
+  symlinked directory cannot lead outside either).
+- **Metadata** (content type, user metadata, and the object's MD5) lives in a sidecar JSON file
+  ``<folder>/.webrelease-meta/<name>.json`` next to each file. ``list()`` never shows these
+  folders and keys naming them are refused. A sidecar is *bound* to its data file by inode, size
+  and mtime: if the file was changed behind our back (or a crash left the two out of step) the
+  sidecar is ignored and the object simply has no metadata, so a stale hash can never make a
+  changed file look unchanged. Sidecars rather than extended attributes because they work on
+  every filesystem (tmpfs before Linux 6.6, macOS, network mounts) and survive ``cp -r``/``tar``.
+- **Writes** are atomic: data goes to a temporary file in the same folder (inside the hidden
+  ``.webrelease-meta/``) and is renamed into place, so readers see the old object or the new
+  one, never a partial file.
+- **Requests**: every operation is reported to ``on_request`` with the S3 operation name it
+  stands for, so tests count and order requests the same way on both backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, Any
+
+from webrelease.copier.storage.base import (
+    DELETE_BATCH,
+    InvalidKey,
+    Location,
+    NotFound,
+    ObjectInfo,
+    RequestEvent,
+    RequestHook,
+    StorageError,
+    check_key,
+    check_metadata,
+    guess_content_type,
+)
+
+META_DIR = ".webrelease-meta"
+_LIST_PAGE = 1000
+_CHUNK = 1 << 20
+_WRITE_ATTEMPTS = 5
+
+
+def _md5_of_file(path: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sidecar_path(path: str) -> str:
+    head, name = os.path.split(path)
+    return os.path.join(head, META_DIR, name + ".json")
+
+
+def _binding(st: os.stat_result) -> dict[str, int]:
+    return {"ino": st.st_ino, "dev": st.st_dev, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class LocalStore:
+    """Folders as object storage. Thread-safe: no shared mutable state; every write is a rename."""
+
+    def __init__(self, *, on_request: RequestHook | None = None) -> None:
+        self._on_request = on_request
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _emit(self, operation: str, path: str) -> None:
+        if self._on_request is not None:
+            self._on_request(RequestEvent(operation, "", path))
+
+    @staticmethod
+    def _root(loc: Location) -> str:
+        if loc.scheme != "file":
+            raise StorageError(f"the local store cannot reach {loc.url}")
+        if not loc.prefix.startswith("/"):
+            raise StorageError(f"{loc.url}: a local location must be an absolute folder")
+        return loc.prefix if loc.prefix.endswith("/") else loc.prefix + "/"
+
+    def _path(self, loc: Location, key: str) -> str:
+        root = self._root(loc)
+        check_key(key, root)
+        if META_DIR in key.split("/"):
+            raise InvalidKey(f"key {key!r} names the reserved folder {META_DIR}")
+        path = root + key
+        # Lexically safe; also refuse paths that resolve outside the folder through a symlink.
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(path)
+        if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+            raise InvalidKey(f"key {key!r} resolves outside {loc.url}")
+        return path
+
+    @staticmethod
+    def _read_sidecar(path: str, st: os.stat_result) -> dict[str, Any] | None:
+        try:
+            with open(_sidecar_path(path), "rb") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("binding") != _binding(st):
+            return None
+        return data
+
+    @staticmethod
+    def _stat_file(path: str, loc: Location, key: str) -> os.stat_result:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{loc.url}{key}: no such object") from None
+        except OSError as exc:
+            raise StorageError(f"{loc.url}{key}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(f"{loc.url}{key}: no such object")
+        return st
+
+    def _write(
+        self,
+        path: str,
+        fill: Callable[[IO[bytes]], str],
+        content_type: str,
+        metadata: Mapping[str, str],
+        what: str,
+    ) -> None:
+        """Write a file atomically with its sidecar; ``fill`` writes the bytes and returns their MD5."""
+        folder = os.path.dirname(path)
+        meta_dir = os.path.join(folder, META_DIR)
+        for attempt in range(_WRITE_ATTEMPTS):
+            tmp = tmp_meta = None
+            try:
+                os.makedirs(meta_dir, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=meta_dir, prefix="tmp-")
+                with os.fdopen(fd, "wb") as f:
+                    md5 = fill(f)
+                os.chmod(tmp, 0o644)
+                st = os.stat(tmp)
+                sidecar = {
+                    "binding": _binding(st),
+                    "md5": md5,
+                    "content_type": content_type,
+                    "metadata": dict(metadata),
+                }
+                fd, tmp_meta = tempfile.mkstemp(dir=meta_dir, prefix="tmp-")
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(sidecar, f, separators=(",", ":"))
+                # Data first: between the two renames the old sidecar no longer matches the new
+                # file and is ignored, so metadata can be missing for an instant but never wrong.
+                os.replace(tmp, path)
+                tmp = None
+                os.replace(tmp_meta, _sidecar_path(path))
+                tmp_meta = None
+                return
+            except FileNotFoundError:
+                # A concurrent delete removed an empty folder under us: try again.
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    raise StorageError(f"{what}: folder kept disappearing while writing") from None
+            except (NotADirectoryError, FileExistsError):
+                raise StorageError(f"{what}: a parent of this key is an object, not a folder") from None
+            except IsADirectoryError:
+                raise StorageError(f"{what}: a folder of objects already has this key as prefix") from None
+            except OSError as exc:
+                raise StorageError(f"{what}: {exc.strerror or exc}") from None
+            finally:
+                for leftover in (tmp, tmp_meta):
+                    if leftover is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(leftover)
+
+    # -- Store ---------------------------------------------------------------------------------
+
+    def list(self, loc: Location) -> Iterator[ObjectInfo]:
+        root = self._root(loc)
+        self._emit("ListObjectsV2", root)
+        entries: list[tuple[str, str, os.stat_result]] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d != META_DIR]
+            rel_dir = dirpath[len(root) :].strip("/")
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue  # deleted while we walked
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # symlinks, sockets, fifos are not objects
+                entries.append((f"{rel_dir}/{name}" if rel_dir else name, full, st))
+        entries.sort(key=lambda e: e[0])
+        for n, (key, full, st) in enumerate(entries):
+            if n and n % _LIST_PAGE == 0:
+                self._emit("ListObjectsV2", root)
+            sidecar = self._read_sidecar(full, st)
+            md5 = sidecar.get("md5") if sidecar else None
+            if not isinstance(md5, str):
+                try:
+                    md5 = _md5_of_file(full)
+                except OSError:
+                    continue  # deleted since the walk
+            yield ObjectInfo(key=key, size=st.st_size, md5=md5)
+
+    def get(self, loc: Location, key: str) -> bytes:
+        path = self._path(loc, key)
+        self._emit("GetObject", path)
+        self._stat_file(path, loc, key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"{loc.url}{key}: no such object") from None
+        except OSError as exc:
+            raise StorageError(f"{loc.url}{key}: {exc.strerror}") from None
+
+    def get_range(self, loc: Location, key: str, start: int, end: int) -> bytes:
+        if start < 0 or end < start:
+            raise ValueError(f"bad byte range {start}-{end}")
+        path = self._path(loc, key)
+        self._emit("GetObject", path)
+        st = self._stat_file(path, loc, key)
+        if start >= st.st_size:
+            raise StorageError(f"{loc.url}{key}: range {start}-{end} not satisfiable (size {st.st_size})")
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read(end - start + 1)
+        except FileNotFoundError:
+            raise NotFound(f"{loc.url}{key}: no such object") from None
+        except OSError as exc:
+            raise StorageError(f"{loc.url}{key}: {exc.strerror}") from None
+
+    def put(
+        self,
+        loc: Location,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        path = self._path(loc, key)
+        meta = check_metadata(metadata)
+        self._emit("PutObject", path)
+
+        def fill(f: IO[bytes]) -> str:
+            f.write(body)
+            return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+        self._write(path, fill, content_type or guess_content_type(key), meta, f"{loc.url}{key}")
+
+    def copy(
+        self,
+        src: Location,
+        src_key: str,
+        dst: Location,
+        dst_key: str,
+        *,
+        size: int,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        src_path = self._path(src, src_key)
+        dst_path = self._path(dst, dst_key)
+        meta = None if metadata is None else check_metadata(metadata)
+        self._emit("CopyObject", dst_path)
+        st = self._stat_file(src_path, src, src_key)
+        if content_type is None and meta is None:
+            # S3's MetadataDirective COPY: keep the source's content type and metadata.
+            sidecar = self._read_sidecar(src_path, st) or {}
+            content_type = sidecar.get("content_type") or guess_content_type(src_key)
+            meta = dict(sidecar.get("metadata") or {})
+        else:
+            content_type = content_type or guess_content_type(dst_key)
+            meta = meta or {}
+
+        def fill(f: IO[bytes]) -> str:
+            digest = hashlib.md5(usedforsecurity=False)
+            try:
+                with open(src_path, "rb") as s:
+                    while chunk := s.read(_CHUNK):
+                        digest.update(chunk)
+                        f.write(chunk)
+            except (FileNotFoundError, IsADirectoryError):
+                raise NotFound(f"{src.url}{src_key}: no such object") from None
+            return digest.hexdigest()
+
+        self._write(dst_path, fill, content_type, meta, f"{dst.url}{dst_key}")
+
+    def delete(self, loc: Location, keys: Sequence[str]) -> None:
+        root = self._root(loc)
+        paths = [self._path(loc, key) for key in keys]
+        for i in range(0, len(paths), DELETE_BATCH):
+            self._emit("DeleteObjects", "")
+            folders: set[str] = set()
+            for path in paths[i : i + DELETE_BATCH]:
+                try:
+                    os.unlink(path)
+                except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                    continue  # a missing key is not an error (as on S3)
+                except OSError as exc:
+                    raise StorageError(
+                        f"{loc.url}: cannot delete {path[len(root) :]!r}: {exc.strerror}"
+                    ) from None
+                with contextlib.suppress(OSError):
+                    os.unlink(_sidecar_path(path))
+                folders.add(os.path.dirname(path))
+            for folder in sorted(folders, key=len, reverse=True):
+                self._prune_empty(folder, root)
+
+    @staticmethod
+    def _prune_empty(folder: str, root: str) -> None:
+        """Remove folders left empty by a delete, up to (not including) the location's folder.
+        A concurrent put into one of them retries (see ``_write``)."""
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(folder, META_DIR))
+        stop = root.rstrip("/")
+        while folder.rstrip("/") != stop and folder.startswith(root):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = os.path.dirname(folder)
+
+    def head(self, loc: Location, key: str) -> ObjectInfo:
+        path = self._path(loc, key)
+        self._emit("HeadObject", path)
+        st = self._stat_file(path, loc, key)
+        sidecar = self._read_sidecar(path, st) or {}
+        md5 = sidecar.get("md5")
+        if not isinstance(md5, str):
+            try:
+                md5 = _md5_of_file(path)
+            except OSError:
+                raise NotFound(f"{loc.url}{key}: no such object") from None
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            md5=md5,
+            metadata=dict(sidecar.get("metadata") or {}),
+            content_type=sidecar.get("content_type") or guess_content_type(key),
+        )
