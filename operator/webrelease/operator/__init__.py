@@ -1,0 +1,7 @@
+"""The control plane of webrelease: a kopf operator for the ``WebRelease`` resource (SPEC §3-§5).
+
+Pure modules (no I/O, unit-tested without a cluster): :mod:`.constants`, :mod:`.status`,
+:mod:`.conditions`, :mod:`.crd`, :mod:`.sharding`, :mod:`.jobs`, :mod:`.aggregate`, :mod:`.runs`.
+Effectful ones: :mod:`.kube` (every Kubernetes API call), :mod:`.reports` (object storage),
+:mod:`.handlers` (the kopf glue), :mod:`.main` (the ``webrelease operator`` process).
+"""

@@ -1,0 +1,275 @@
+"""``status`` of a WebRelease: pydantic models, bounded at any customer count (SPEC §3).
+
+These models are the single source of the status schema in the CRD (:mod:`.crd`) and of what the
+operator writes. Everything that grows with the number of customers is capped here:
+
+- per-shard entries (:class:`ShardStatus`) are compact (default values are left out when
+  written) and at most :data:`MAX_SHARD_ENTRIES` are kept (failed and active shards first);
+- each shard names at most :data:`MAX_FAILED_IDS_PER_SHARD` failed customers, and all shards
+  together at most :data:`MAX_SHARD_FAILED_IDS`;
+- failed customers are a sample of :data:`MAX_FAILED_SAMPLE` ids with reasons, plus the total;
+- messages and reasons are truncated.
+
+The full per-customer results live in the report location (``status.report.url``).
+``tests/unit/test_status_size.py`` measures a 2,000-shard object against the 256 KiB budget.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from webrelease.copier.spec import CUSTOMER_ID_PATTERN
+
+#: Per-shard entries kept in status; beyond this the least interesting are left out (and counted).
+MAX_SHARD_ENTRIES: Final = 2000
+#: Failed customer ids named in one shard's entry.
+MAX_FAILED_IDS_PER_SHARD: Final = 3
+#: Failed customer ids named across all shard entries together.
+MAX_SHARD_FAILED_IDS: Final = 200
+#: Failed customers (with reasons) in ``status.failedCustomers.sample``.
+MAX_FAILED_SAMPLE: Final = 20
+#: Longest reason kept for one failed customer.
+MAX_REASON_CHARS: Final = 200
+#: Longest condition message.
+MAX_MESSAGE_CHARS: Final = 1024
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class StatusModel(BaseModel):
+    """Base of the status models: frozen, camelCase on the wire, unknown fields ignored on read
+    (a newer operator may have written fields this one does not know)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+    )
+
+
+NonNegative = Annotated[int, Field(ge=0)]
+CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN, max_length=63)]
+
+
+class ConditionType(StrEnum):
+    """The condition types of a WebRelease (SPEC §3)."""
+
+    #: The spec is valid (``False``: it is not; the message names the field).
+    ACCEPTED = "Accepted"
+    #: A run is going (``False`` when it has ended; its reason is then the outcome).
+    PROGRESSING = "Progressing"
+    #: The run of the current generation released every customer.
+    COMPLETE = "Complete"
+    #: The run ended with failed customers, within ``failurePolicy`` tolerance.
+    DEGRADED = "Degraded"
+    #: The run ended with more failures than tolerated, or could not run (bad spec, bad list).
+    FAILED = "Failed"
+
+
+class Condition(StatusModel):
+    """One condition, shaped like ``metav1.Condition``."""
+
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[
+        str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    ]
+    message: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)] = ""
+    last_transition_time: Annotated[str, Field(description="RFC 3339 time the status last changed.")]
+    observed_generation: NonNegative | None = None
+
+
+class CustomerCounts(StatusModel):
+    """Customers of the current generation's run: every customer is in exactly one of
+    succeeded, failed or pending."""
+
+    total: NonNegative = 0
+    succeeded: NonNegative = 0
+    failed: NonNegative = 0
+    pending: NonNegative = 0
+
+
+class ShardCounts(StatusModel):
+    """Shards (Job indexes) of the current step's Job."""
+
+    total: NonNegative = 0
+    succeeded: NonNegative = 0
+    failed: NonNegative = 0
+    active: NonNegative = 0
+    pending: NonNegative = 0
+
+
+class ObjectCounts(StatusModel):
+    """Objects of the run's sites, summed over shards (the latest attempt of each)."""
+
+    copied: NonNegative = 0
+    rendered: NonNegative = 0
+    unchanged: NonNegative = 0
+    deleted: NonNegative = 0
+    bytes: Annotated[int, Field(ge=0, description="Bytes written (copied server-side or uploaded).")] = 0
+
+
+class ShardState(StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class ShardStatus(StatusModel):
+    """One shard (Job index) of the current step. Written compactly: zero counts, an empty
+    ``failedIds`` and an unknown duration are left out."""
+
+    index: NonNegative
+    state: ShardState
+    customers: NonNegative
+    succeeded: NonNegative = 0
+    failed: NonNegative = 0
+    attempts: NonNegative = 0
+    duration_seconds: NonNegative | None = None
+    failed_ids: Annotated[list[CustomerId], Field(max_length=MAX_FAILED_IDS_PER_SHARD)] = []
+
+    def to_k8s(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "state": self.state.value, "customers": self.customers}
+        for key, value in (
+            ("succeeded", self.succeeded),
+            ("failed", self.failed),
+            ("attempts", self.attempts),
+            ("durationSeconds", self.duration_seconds),
+        ):
+            if value:
+                out[key] = value
+        if self.failed_ids:
+            out["failedIds"] = list(self.failed_ids)
+        return out
+
+
+class FailedCustomer(StatusModel):
+    id: CustomerId
+    reason: Annotated[str, Field(max_length=MAX_REASON_CHARS)] = ""
+    shard: NonNegative | None = None
+
+
+class FailedCustomers(StatusModel):
+    """Customers that did not get the release: how many, and a sample with reasons. The full
+    list is in the report."""
+
+    total: NonNegative = 0
+    sample: Annotated[list[FailedCustomer], Field(max_length=MAX_FAILED_SAMPLE)] = []
+
+
+class SnapshotRef(StatusModel):
+    """A frozen customer list in the report location."""
+
+    url: Annotated[str, Field(max_length=2048)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    count: NonNegative
+
+
+class ReportRef(StatusModel):
+    """Where the run's report is: ``url`` is the run's folder, ``index`` its ``index.json``."""
+
+    url: Annotated[str, Field(max_length=2048)]
+    index: Annotated[str, Field(max_length=2048)] | None = None
+
+
+class StepKind(StrEnum):
+    """What a step (one Job) of a run does."""
+
+    #: Every customer (no canary).
+    MAIN = "main"
+    #: The canary customers, first.
+    CANARY = "canary"
+    #: The customers that were not canaries, after every canary succeeded.
+    REST = "rest"
+    #: The customers of the previous step that did not succeed (the retry annotation).
+    RETRY = "retry"
+    #: ``dryRun``: every customer's plan, no writes.
+    PLAN = "plan"
+
+
+class Carried(StatusModel):
+    """What earlier steps of this run achieved for customers that are not in the current step."""
+
+    succeeded: NonNegative = 0
+    objects: ObjectCounts = ObjectCounts()
+
+
+class RunStatus(StatusModel):
+    """The current run (one generation) and its current step (one Job)."""
+
+    generation: Annotated[int, Field(ge=1)]
+    step: StepKind
+    step_id: Annotated[
+        str, Field(max_length=63, description="Unique id of the step; names its report folder.")
+    ]
+    job: Annotated[str, Field(max_length=63)]
+    snapshot: SnapshotRef = Field(description="The customers of this step.")
+    customers_per_shard: Annotated[int, Field(ge=1)]
+    shards: NonNegative
+    carried: Carried = Carried()
+    #: The canary succeeded and the other customers are still to be released.
+    rest_pending: bool = False
+    retry_token: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="The last webrelease.dev/retry annotation value acted on."
+    )
+    retries: NonNegative = 0
+    started: Annotated[str, Field(description="RFC 3339 time this step's Job was created.")] | None = None
+
+
+class WebReleaseStatus(StatusModel):
+    """``status`` of a WebRelease."""
+
+    observed_generation: NonNegative | None = None
+    conditions: Annotated[
+        list[Condition],
+        Field(
+            max_length=8,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        ),
+    ] = []
+    progress: (
+        Annotated[str, Field(max_length=64, description="Customers done/total, for kubectl get.")] | None
+    ) = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    run: RunStatus | None = None
+    customers: CustomerCounts = CustomerCounts()
+    shards: ShardCounts = ShardCounts()
+    objects: ObjectCounts = ObjectCounts()
+    shard_statuses: Annotated[
+        list[ShardStatus],
+        Field(max_length=MAX_SHARD_ENTRIES, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
+    ] = []
+    shard_statuses_omitted: NonNegative = 0
+    failed_customers: FailedCustomers = FailedCustomers()
+    snapshot: SnapshotRef | None = None
+    report: ReportRef | None = None
+
+    def condition(self, kind: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
+
+    def is_true(self, kind: ConditionType) -> bool:
+        cond = self.condition(kind)
+        return cond is not None and cond.status == "True"
+
+    def to_k8s(self) -> dict[str, Any]:
+        """The JSON written to the API: camelCase, ``None`` left out, shard entries compact."""
+        out = self.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"shard_statuses"})
+        out["shardStatuses"] = [s.to_k8s() for s in self.shard_statuses]
+        return out
+
+    @classmethod
+    def from_k8s(cls, data: Any) -> WebReleaseStatus:
+        """Read ``status`` as found on the object (``None`` or ``{}`` when new)."""
+        if not data:
+            return cls()
+        return cls.model_validate(data)
