@@ -16,6 +16,9 @@ import pytest
 import yaml
 from lupa import lua51
 
+from webrelease.operator import conditions
+from webrelease.operator.status import CustomerCounts, WebReleaseStatus
+
 ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "argocd"
 SCRIPT = (ARGOCD / "health.lua").read_text(encoding="utf-8")
@@ -107,3 +110,53 @@ def test_argocd_cm_patch_carries_the_script_verbatim() -> None:
     scripts/gen-manifests.sh; it must hold exactly argocd/health.lua."""
     patch = yaml.safe_load((ARGOCD / "argocd-cm-patch.yaml").read_text(encoding="utf-8"))
     assert patch["data"]["resource.customizations.health.webrelease.dev_WebRelease"] == SCRIPT
+
+
+# -- the same verdicts on statuses written by the operator's own status code ------------------------
+
+
+def operator_written(generation: int, status: WebReleaseStatus) -> dict[str, Any]:
+    return {
+        "apiVersion": "webrelease.dev/v1alpha1",
+        "kind": "WebRelease",
+        "metadata": {"name": "r", "namespace": "ns", "generation": generation},
+        "spec": {},
+        "status": status.to_k8s(),
+    }
+
+
+NOW = "2026-11-28T12:00:00Z"
+
+
+def test_statuses_the_operator_writes() -> None:
+    counts = CustomerCounts(total=10, succeeded=4, failed=1, pending=5)
+    gen = 3
+    run = conditions.running([], conditions.Reason.RUNNING, "1/3 shards done", generation=gen, now=NOW)
+    running = WebReleaseStatus(observed_generation=gen, conditions=run, customers=counts)
+    got = run_health(operator_written(gen, running))
+    assert got == {
+        "status": "Progressing",
+        "message": "Progressing (Running): 1/3 shards done; 4/10 customers succeeded, 1 failed, 5 pending",
+    }
+
+    verdicts = {
+        conditions.Outcome.COMPLETE: ("Healthy", conditions.Reason.ALL_SUCCEEDED),
+        conditions.Outcome.DEGRADED: ("Degraded", conditions.Reason.FAILURES_TOLERATED),
+        conditions.Outcome.FAILED: ("Degraded", conditions.Reason.TOO_MANY_FAILURES),
+    }
+    for outcome, (health, reason) in verdicts.items():
+        done = conditions.finished(run, outcome, reason, "the run ended", generation=gen, now=NOW)
+        status = WebReleaseStatus(observed_generation=gen, conditions=done, customers=counts)
+        got = run_health(operator_written(gen, status))
+        assert got["status"] == health, outcome
+        assert got["message"].startswith(f"{outcome.value} ({reason.value}): the run ended; 4/10"), got
+        # the next generation is synced: whatever this run said, the app is Progressing again
+        assert run_health(operator_written(gen + 1, status))["status"] == "Progressing"
+
+    bad = conditions.invalid([], "spec.target.url: must contain {id}", generation=gen, now=NOW)
+    got = run_health(operator_written(gen, WebReleaseStatus(observed_generation=gen, conditions=bad)))
+    assert got["status"] == "Degraded"
+    assert "spec.target.url: must contain {id}" in got["message"]
+
+    # status of a new object before the operator wrote anything
+    assert run_health(operator_written(1, WebReleaseStatus()))["status"] == "Progressing"
