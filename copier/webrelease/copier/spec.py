@@ -24,6 +24,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+# targets.py depends on nothing of ours, so spec can import it
+from webrelease.copier.targets import check_target_template
+
 API_GROUP = "webrelease.dev"
 API_VERSION = "v1alpha1"
 KIND = "WebRelease"
@@ -87,9 +90,6 @@ class Target(Model):
     @field_validator("url")
     @classmethod
     def _has_id_placeholder(cls, v: str) -> str:
-        # imported here to keep spec importable on its own; the template module has no deps on spec
-        from webrelease.copier.targets import check_target_template
-
         check_target_template(v)
         return v
 
@@ -100,7 +100,8 @@ class ConfigMapKeyRef(Model):
 
 
 class SqlSource(Model):
-    """A relational database: a SQLAlchemy URL read from a Secret key, and a query returning an ``id`` column."""
+    """A relational database: a SQLAlchemy URL read from a Secret key, and a query returning an
+    ``id`` column."""
 
     secret_ref: SecretKeyRef
     query: Annotated[str, Field(min_length=1, max_length=16384)]
@@ -132,8 +133,6 @@ class Overrides(Model):
     @field_validator("url")
     @classmethod
     def _template_ok(cls, v: str) -> str:
-        from webrelease.copier.targets import check_target_template
-
         check_target_template(v)
         return v
 
@@ -154,7 +153,9 @@ class FailurePolicy(Model):
 class Canary(Model):
     """Customers released first; the rest only if all of them succeed."""
 
-    ids: Annotated[list[Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]], Field(max_length=100)] | None = None
+    ids: Annotated[list[Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]], Field(max_length=100)] | None = (
+        None
+    )
     count: Annotated[int, Field(ge=1, le=1000)] | None = None
 
     @model_validator(mode="after")
@@ -165,7 +166,8 @@ class Canary(Model):
 
 
 class Storage(Model):
-    """How to reach S3. Credentials from a Secret, or the pod's own identity (ServiceAccount / environment)."""
+    """How to reach S3. Credentials from a Secret, or the pod's own identity (ServiceAccount /
+    environment)."""
 
     endpoint_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$", max_length=512)] | None = None
     region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
@@ -213,11 +215,13 @@ class WebReleaseSpec(Model):
     target: Target
     customers: Customers
     reports: Reports
-    templates: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)] = []
+    templates: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)
+    ] = []
     overrides: Overrides | None = None
-    entrypoints: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)] = list(
-        DEFAULT_ENTRYPOINTS
-    )
+    entrypoints: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)
+    ] = list(DEFAULT_ENTRYPOINTS)
     prune: bool = False
     sharding: Sharding = Sharding()
     failure_policy: FailurePolicy = FailurePolicy()

@@ -1,9 +1,10 @@
 """Per-customer URL templates (``s3://sites/{id}/``) and the fixed-prefix rule.
 
 A template is a URL with ``{field}`` placeholders naming fields of the customer record. Only
-plain names are allowed (no attribute access, indexing or format specs). The *fixed prefix* is
-everything before the first placeholder; a rendered URL must stay inside it, so that no customer
-can write into another's site (SPEC §6).
+plain names are allowed (no attribute access, indexing or format specs), and each placeholder's
+value must be one path segment (no ``/``, ``\\``, ``.`` or ``..``, no control characters). The
+*fixed prefix* is everything before the first placeholder; a rendered URL must stay inside it, so
+that no customer can write into another's site (SPEC §6).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def template_fields(template: str) -> list[str]:
         if field is None:
             continue
         if not _FIELD_RE.match(field) or spec or conv:
+            shown = field + ("!" + conv if conv else "") + (":" + spec if spec else "")
             raise TargetError(
-                f"placeholder {{{field}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} in {template!r}"
-                " must be a plain field name such as {id}"
+                f"placeholder {{{shown}}} in {template!r} must be a plain field name such as {{id}}"
             )
         names.append(field)
     return names
@@ -50,7 +51,9 @@ def check_target_template(template: str) -> None:
     """Static checks on a template: plain placeholders, at least one, after the bucket and a slash."""
     fields = template_fields(template)
     if not fields:
-        raise ValueError(f"{template!r} has no placeholder: every customer would share one site; use e.g. {{id}}")
+        raise ValueError(
+            f"{template!r} has no placeholder: every customer would share one site; use e.g. {{id}}"
+        )
     prefix = fixed_prefix(template)
     if not prefix.endswith("/"):
         raise ValueError(
@@ -74,6 +77,10 @@ def render_target(template: str, record: Mapping[str, Any]) -> str:
         value = str(record[name])
         if not value:
             raise TargetError(f"field {name!r} is empty")
+        if "/" in value or "\\" in value or value in (".", "..") or any(ord(c) < 32 for c in value):
+            # one placeholder is one path segment: every site then has the same depth, so no
+            # customer's site can sit inside another's (where a prune would delete it)
+            raise TargetError(f"field {name!r} value {value[:80]!r} is not a single safe path segment")
         values[name] = value
     rendered = template.format_map(values)
     prefix = fixed_prefix(template)

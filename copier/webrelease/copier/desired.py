@@ -1,0 +1,191 @@
+"""What every site should hold: the build prepared once, then each customer's desired files.
+
+Shared by ``shard`` (which then writes), ``plan`` (which only prints) and ``verify`` (which
+compares what is there).
+
+:func:`prepare_build` lists the build once, fetches and compiles the template files once, and
+makes sure the MD5 of every build file is known (a file uploaded in parts has no MD5 ETag; it is
+read once and hashed). :func:`prepare_customer` checks the customer's id, renders its site and
+overrides URLs (the fixed-prefix rule), lists its overrides, renders every template for it and
+lists its site. It writes nothing; a customer whose preparation fails has nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Final
+
+from webrelease.copier.customers import Record, id_problem
+from webrelease.copier.globs import GlobError, GlobSet
+from webrelease.copier.plan import Origin, Want, desired_files
+from webrelease.copier.render import MAX_OUTPUT_BYTES, RenderError, Templates
+from webrelease.copier.spec import WebReleaseSpec
+from webrelease.copier.storage import InvalidUrl, Location, NotFound, ObjectInfo, Store, parse_url
+from webrelease.copier.targets import TargetError, render_target
+
+#: Objects are hashed in ranges of this size (never held whole in memory).
+HASH_CHUNK: Final = 8 * 1024 * 1024
+
+StoreFor = Callable[[Location], Store]
+
+
+class BuildError(ValueError):
+    """The build cannot be released (missing, empty, a bad glob): bad input for every customer."""
+
+
+class CustomerError(Exception):
+    """This customer cannot be released; the message is the reason recorded in the report."""
+
+
+def hash_object(store: Store, loc: Location, key: str, size: int) -> tuple[str, str]:
+    """(md5, sha256) hex of an object, read in ranges."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha = hashlib.sha256()
+    for start in range(0, size, HASH_CHUNK):
+        chunk = store.get_range(loc, key, start, min(start + HASH_CHUNK, size) - 1)
+        md5.update(chunk)
+        sha.update(chunk)
+    return md5.hexdigest(), sha.hexdigest()
+
+
+def _resolve_md5(
+    store: Store, loc: Location, infos: list[ObjectInfo], origin: Origin, pool: Executor
+) -> list[Want]:
+    """Wants for ``infos``; objects whose MD5 the listing did not give are hashed (concurrently)."""
+    unknown = [i for i in infos if i.md5 is None]
+    hashed = dict(
+        zip(
+            (i.key for i in unknown),
+            pool.map(lambda i: hash_object(store, loc, i.key, i.size), unknown),
+            strict=True,
+        )
+    )
+    out = []
+    for i in infos:
+        md5, sha = hashed.get(i.key, (i.md5, None))
+        out.append(Want(i.key, origin, i.size, md5, sha))
+    return out
+
+
+@dataclass(frozen=True)
+class Build:
+    """The build, prepared once per shard."""
+
+    location: Location
+    #: every build file (template files included), by key
+    listing: Mapping[str, ObjectInfo]
+    #: the non-template build files as they should appear in every site
+    files: Mapping[str, Want]
+    templates: Templates
+    is_entrypoint: GlobSet
+
+    @property
+    def template_keys(self) -> frozenset[str]:
+        return self.templates.keys
+
+
+def prepare_build(spec: WebReleaseSpec, release_name: str, store_for: StoreFor, pool: Executor) -> Build:
+    try:
+        loc = parse_url(spec.source.url)
+        is_template = GlobSet(spec.templates)
+        is_entrypoint = GlobSet(spec.entrypoints)
+    except (InvalidUrl, GlobError) as exc:
+        raise BuildError(str(exc)) from None
+    store = store_for(loc)
+    try:
+        listing = {i.key: i for i in store.list(loc)}
+    except NotFound as exc:
+        raise BuildError(f"source {loc.url}: {exc}") from None
+    if not listing:
+        raise BuildError(f"source {loc.url} has no files")
+    template_keys = sorted(k for k in listing if is_template(k))
+    too_big = {k for k in template_keys if listing[k].size > MAX_OUTPUT_BYTES}
+    bodies = dict(
+        zip(
+            [k for k in template_keys if k not in too_big],
+            pool.map(lambda k: store.get(loc, k), [k for k in template_keys if k not in too_big]),
+            strict=True,
+        )
+    )
+    templates = Templates(bodies, release_name=release_name, source_url=loc.url)
+    for k in too_big:
+        templates.errors[k] = f"template {k}: larger than {MAX_OUTPUT_BYTES} bytes"
+    plain = [i for k, i in listing.items() if k not in templates.keys]
+    files = {w.key: w for w in _resolve_md5(store, loc, plain, Origin.BUILD, pool)}
+    return Build(loc, listing, files, templates, is_entrypoint)
+
+
+@dataclass(frozen=True)
+class CustomerWork:
+    """One customer, prepared: where its site is and what it should hold."""
+
+    id: str
+    record: Record
+    site: Location
+    overrides: Location | None
+    desired: Mapping[str, Want]
+    #: the site as it is (from one listing)
+    site_listing: Mapping[str, ObjectInfo]
+
+
+def customer_locations(spec: WebReleaseSpec, record: Mapping[str, Any]) -> tuple[Location, Location | None]:
+    """The customer's site and overrides locations; CustomerError if unsafe."""
+    why = id_problem(record.get("id"))
+    if why is not None:
+        raise CustomerError(why)
+    try:
+        site = parse_url(render_target(spec.target.url, record))
+        overrides = (
+            parse_url(render_target(spec.overrides.url, record)) if spec.overrides is not None else None
+        )
+    except (TargetError, InvalidUrl) as exc:
+        raise CustomerError(f"target: {exc}") from None
+    return site, overrides
+
+
+def prepare_customer(
+    spec: WebReleaseSpec,
+    build: Build,
+    record: Record,
+    store_for: StoreFor,
+    pool: Executor,
+    *,
+    list_site: bool = True,
+) -> CustomerWork:
+    """Everything about one customer short of writing; CustomerError with the reason on failure."""
+    site, overrides_loc = customer_locations(spec, record)
+    overrides: dict[str, Want] = {}
+    if overrides_loc is not None:
+        ostore = store_for(overrides_loc)
+        try:
+            infos = list(ostore.list(overrides_loc))
+        except NotFound:
+            infos = []
+        overrides = {w.key: w for w in _resolve_md5(ostore, overrides_loc, infos, Origin.OVERRIDE, pool)}
+    rendered: dict[str, Want] = {}
+    for key in sorted(build.template_keys - overrides.keys()):
+        try:
+            out = build.templates.render(key, record)
+        except RenderError as exc:
+            raise CustomerError(str(exc)) from None
+        rendered[key] = Want(
+            key,
+            Origin.TEMPLATE,
+            len(out.body),
+            hashlib.md5(out.body, usedforsecurity=False).hexdigest(),
+            hashlib.sha256(out.body).hexdigest(),
+            out.content_type,
+            out.body,
+        )
+    desired = desired_files(build.files, rendered, overrides)
+    listing: dict[str, ObjectInfo] = {}
+    if list_site:
+        sstore = store_for(site)
+        try:
+            listing = {i.key: i for i in sstore.list(site)}
+        except NotFound:
+            listing = {}
+    return CustomerWork(str(record["id"]), record, site, overrides_loc, desired, listing)

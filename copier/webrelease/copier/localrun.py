@@ -1,0 +1,241 @@
+"""``webrelease run``: a whole run on this machine, the way the operator runs it in a cluster.
+
+1. read and validate the customer list (a bad list stops here: exit 2, nothing written);
+2. write the snapshot to ``<reports>/<release>/<run-id>/customers.jsonl``;
+3. run every shard as a local worker process (``--workers`` at a time), each exactly what a Job
+   pod runs (:func:`webrelease.copier.shard.run_shard`), with a progress bar over customers;
+4. write ``index.json`` (totals, every shard's summary and result file) and print where the sites
+   and the report are.
+
+The exit code is the most severe of the shards' (:func:`webrelease.copier.exitcodes.combine`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import queue as queue_mod
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from webrelease.copier.customers import CustomerListError, Record, load_customers, source_for
+from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, combine
+from webrelease.copier.progress import Progress
+from webrelease.copier.results import ShardSummary, fold
+from webrelease.copier.shard import ShardJob, run_shard, store_set_for
+from webrelease.copier.snapshot import (
+    INDEX_NAME,
+    SnapshotRef,
+    new_run_id,
+    report_location,
+    shard_count,
+    write_snapshot,
+)
+from webrelease.copier.spec import WebReleaseSpec
+from webrelease.copier.storage import Location, StorageError, parse_url
+from webrelease.copier.stores import StoreSet
+
+log = logging.getLogger(__name__)
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    report: Location | None = None
+    snapshot: SnapshotRef | None = None
+    summaries: list[ShardSummary] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        return fold(self.summaries)
+
+
+def load_run_customers(spec: WebReleaseSpec, stores: StoreSet) -> list[Record]:
+    """The validated, sorted customer list of ``spec`` (CustomerListError when it is bad)."""
+    return load_customers(source_for(spec.customers, stores), target_template=spec.target.url)
+
+
+# -- worker processes -------------------------------------------------------------------------
+
+_progress_queue: Any = None
+
+
+def _init_worker(progress_queue: Any) -> None:
+    global _progress_queue  # noqa: PLW0603 - one per worker process, set once at its start
+    _progress_queue = progress_queue
+
+
+def _shard_in_worker(job: ShardJob) -> bytes:
+    stores = store_set_for(job.spec)
+    q = _progress_queue
+
+    def on_customer(result: Any) -> None:
+        if q is not None:
+            q.put(bool(result.ok))
+
+    return run_shard(job, stores, on_customer=on_customer).summary().to_bytes()
+
+
+def _crash_summary(index: int, exc: BaseException) -> ShardSummary:
+    return ShardSummary(index=index, exitCode=EXIT_CRASH, error=f"{type(exc).__name__}: {exc}"[:1000])
+
+
+def _run_in_processes(jobs: Sequence[ShardJob], workers: int, bar: Progress) -> list[ShardSummary]:
+    ctx = multiprocessing.get_context("spawn")
+    progress_queue = ctx.Queue()
+    summaries: dict[int, ShardSummary] = {}
+
+    def drain(block: bool) -> None:
+        while True:
+            try:
+                ok = progress_queue.get(timeout=0.1) if block else progress_queue.get_nowait()
+            except queue_mod.Empty:
+                return
+            bar.advance(ok)
+            block = False
+
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue,)
+    ) as pool:
+        futures: dict[Future[bytes], int] = {pool.submit(_shard_in_worker, job): job.index for job in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for f in done:
+                index = futures[f]
+                try:
+                    summaries[index] = ShardSummary.model_validate_json(f.result())
+                except Exception as exc:  # a worker that died: that shard crashed, the others go on
+                    summaries[index] = _crash_summary(index, exc)
+            drain(block=not done)
+    deadline = time.monotonic() + 2
+    while bar.done < sum(s.customers for s in summaries.values()) and time.monotonic() < deadline:
+        drain(block=True)
+    return [summaries[j.index] for j in jobs]
+
+
+def _run_in_process(jobs: Sequence[ShardJob], stores: StoreSet, bar: Progress) -> list[ShardSummary]:
+    out = []
+    for job in jobs:
+        try:
+            out.append(run_shard(job, stores, on_customer=lambda r: bar.advance(r.ok)).summary())
+        except Exception as exc:
+            log.exception("shard %d crashed", job.index)
+            out.append(_crash_summary(job.index, exc))
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def default_workers(spec: WebReleaseSpec, shards: int) -> int:
+    return max(1, min(spec.sharding.parallelism, os.cpu_count() or 1, shards))
+
+
+def run_local(
+    spec: WebReleaseSpec,
+    release_name: str,
+    *,
+    workers: int | None = None,
+    progress: bool | None = None,
+    stores: StoreSet | None = None,
+    in_process: bool = False,
+    run_id: str | None = None,
+    echo: Echo = print,
+) -> RunOutcome:
+    """A whole run. ``in_process`` runs the shards one after another in this process with
+    ``stores`` (tests use it to watch every request); otherwise each shard is a worker process."""
+    stores = stores or store_set_for(spec)
+    try:
+        customers = load_run_customers(spec, stores)
+    except CustomerListError as exc:
+        return RunOutcome(EXIT_BAD_INPUT, error=str(exc))
+    except (StorageError, ValueError) as exc:
+        return RunOutcome(EXIT_BAD_INPUT, error=f"customer list: {exc}")
+    started = datetime.now(UTC)
+    run_id = run_id or new_run_id(started)
+    report = report_location(parse_url(spec.reports.url), release_name, run_id)
+    snapshot = write_snapshot(stores(report), report, customers)
+    size = spec.sharding.customers_per_shard
+    n = shard_count(snapshot.count, size)
+    jobs = [ShardJob(spec, release_name, snapshot.url, snapshot.sha256, i, size, report) for i in range(n)]
+    workers = workers or default_workers(spec, n)
+    echo(f"run {run_id}: {snapshot.count} customer(s) in {n} shard(s), {workers} worker(s)")
+    with Progress(snapshot.count, enabled=progress, desc="customers") as bar:
+        if in_process:
+            summaries = _run_in_process(jobs, stores, bar)
+        else:
+            summaries = _run_in_processes(jobs, min(workers, n), bar)
+    outcome = RunOutcome(combine(s.exit_code for s in summaries), report, snapshot, summaries)
+    write_index(stores, outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
+    return outcome
+
+
+def index_document(
+    outcome: RunOutcome, *, spec: WebReleaseSpec, release_name: str, run_id: str, started: datetime
+) -> dict[str, Any]:
+    assert outcome.snapshot is not None and outcome.report is not None
+    return {
+        "release": release_name,
+        "runId": run_id,
+        "startedAt": started.isoformat(timespec="seconds"),
+        "finishedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": spec.source.url,
+        "target": spec.target.url,
+        "exitCode": outcome.exit_code,
+        "snapshot": outcome.snapshot.to_json(),
+        "totals": outcome.totals,
+        "shards": [s.model_dump(by_alias=True, exclude_none=True) for s in outcome.summaries],
+    }
+
+
+def write_index(
+    stores: StoreSet,
+    outcome: RunOutcome,
+    *,
+    spec: WebReleaseSpec,
+    release_name: str,
+    run_id: str,
+    started: datetime,
+) -> None:
+    assert outcome.report is not None
+    doc = index_document(outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
+    data = json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n"
+    stores(outcome.report).put(outcome.report, INDEX_NAME, data, content_type="application/json")
+
+
+def describe(outcome: RunOutcome, spec: WebReleaseSpec, *, failed_max: int = 20) -> list[str]:
+    """Lines telling a human how the run went and where everything is."""
+    if outcome.report is None:
+        return [f"error: {outcome.error}"]
+    t = outcome.totals
+    o = t["objects"]
+    lines = [
+        f"customers: {t['customers']} total, {t['succeeded']} succeeded, {t['failed']} failed",
+        f"objects:   {o['copied']} copied, {o['rendered']} rendered, {o['unchanged']} unchanged, "
+        f"{o['deleted']} deleted, {o['bytes']} bytes written",
+        f"sites:     {spec.target.url}",
+        f"report:    {outcome.report.url}  ({INDEX_NAME}, customers.jsonl, shards/<index>.jsonl)",
+    ]
+    shown = 0
+    for s in outcome.summaries:
+        if s.error:
+            lines.append(f"shard {s.index}: exit {s.exit_code}: {s.error}")
+        for f in s.failed_sample:
+            if shown < failed_max:
+                lines.append(f"failed {f.id}: {f.reason}")
+            shown += 1
+    if t["failed"] > shown:
+        lines.append(f"... {t['failed'] - shown} more failed customer(s): see shards/<index>.jsonl")
+    if outcome.exit_code == EXIT_OK:
+        lines.append("ok: every customer got the release")
+    return lines

@@ -1,0 +1,203 @@
+"""Per-customer templates: Jinja2 in its immutable sandbox.
+
+- The build's template files are compiled once per shard (:class:`Templates`) and rendered for
+  each customer with the customer's record as the context, plus ``customer`` (the whole record)
+  and ``release`` (``name`` and ``source``: values that are the same on every run of a spec, so
+  that re-running renders the same bytes and uploads nothing).
+- ``StrictUndefined``: a field the customer does not have is an error, never an empty string.
+- No autoescaping (the output is JS, JSON, HTML...); the ``json`` filter turns any value into a
+  literal that is safe inside JS, JSON and an HTML ``<script>`` (``<``, ``>``, ``&``, U+2028 and
+  U+2029 escaped).
+- No loader: ``{% include %}``, ``{% import %}`` and ``{% extends %}`` fail, so a template
+  reaches nothing but its context. The sandbox refuses access to Python internals
+  (``__class__`` and friends) and mutation of the context.
+- Limits: the output is capped at :data:`MAX_OUTPUT_BYTES`; ``range()`` at 100,000 items (the
+  sandbox's own limit); ``*`` and ``**`` on strings, lists and numbers cannot build huge values;
+  deep recursion in macros is an error.
+
+Any failure is a :class:`RenderError` with a reason that names the file and line; the shard
+turns it into that customer's failure.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from webrelease.copier.storage import guess_content_type
+
+#: A rendered file larger than this fails (the template is probably looping out of control).
+MAX_OUTPUT_BYTES: Final = 10 * 1024 * 1024
+#: Largest string / list ``*`` may build, and largest exponent ``**`` may use.
+MAX_PRODUCT_LEN: Final = 1_000_000
+MAX_EXPONENT: Final = 1_000
+
+_JS_ESCAPES: Final = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+# Types we render ourselves and know to be UTF-8: they get an explicit charset.
+_TEXTUAL: Final = (
+    "text/",
+    "application/json",
+    "application/manifest+json",
+    "application/xml",
+    "image/svg+xml",
+)
+
+
+class RenderError(Exception):
+    """A template that does not compile or does not render for a customer."""
+
+
+def json_literal(value: Any) -> str:
+    """``value`` as a JSON literal that is also safe inside JS source and an HTML ``<script>``."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    except (TypeError, ValueError) as exc:
+        raise RenderError(f"json filter: {exc}") from None
+    for char, esc in _JS_ESCAPES.items():
+        text = text.replace(char, esc)
+    return text
+
+
+def rendered_content_type(key: str) -> str:
+    """The Content-Type of a rendered file: from its extension, with ``charset=utf-8`` for text."""
+    ctype = guess_content_type(key)
+    return ctype + "; charset=utf-8" if ctype.startswith(_TEXTUAL) else ctype
+
+
+def _sized(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else None
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox with bounded ``*`` and ``**``."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "*":
+            for seq, times in ((left, right), (right, left)):
+                size = _sized(seq)
+                if size is not None and isinstance(times, int) and size * times > MAX_PRODUCT_LEN:
+                    raise SecurityError(
+                        f"'*' would build a value of {size * times} items (limit {MAX_PRODUCT_LEN})"
+                    )
+            return operator.mul(left, right)
+        if operator_ == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"'**' exponent {right} is too large (limit {MAX_EXPONENT})")
+            return operator.pow(left, right)
+        return super().call_binop(context, operator_, left, right)
+
+
+def make_environment() -> jinja2.Environment:
+    env = _Environment(
+        loader=None,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        auto_reload=False,
+        cache_size=0,
+    )
+    env.filters["json"] = json_literal
+    return env
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line an exception was raised on (Jinja maps its frames to template lines)."""
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line if isinstance(line, int) else None
+
+
+def _describe(exc: BaseException, key: str) -> str:
+    line = _template_line(exc)
+    where = f"{key}, line {line}" if line else key
+    if isinstance(exc, SecurityError):
+        return f"template {where}: not allowed by the sandbox: {exc}"
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"template {where}: {exc.message}"
+    if isinstance(exc, jinja2.TemplateNotFound) or (isinstance(exc, TypeError) and "no loader" in str(exc)):
+        return f"template {where}: templates cannot include, import or extend other files"
+    if isinstance(exc, RecursionError):
+        return f"template {where}: recursion too deep"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template {where}: syntax error: {exc.message}"
+    return f"template {where}: {type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    key: str
+    body: bytes
+    content_type: str
+
+
+class Templates:
+    """The build's template files, compiled once; :meth:`render` per customer."""
+
+    def __init__(self, sources: Mapping[str, bytes], *, release_name: str, source_url: str) -> None:
+        self._env = make_environment()
+        self._release = {"name": release_name, "source": source_url}
+        self._compiled: dict[str, jinja2.Template] = {}
+        #: template key -> why it cannot be used (every customer rendering it fails with this)
+        self.errors: dict[str, str] = {}
+        for key, data in sources.items():
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.errors[key] = f"template {key}: not UTF-8 text (byte {exc.start})"
+                continue
+            try:
+                self._compiled[key] = self._env.from_string(text)
+            except jinja2.TemplateSyntaxError as exc:
+                self.errors[key] = _describe(exc, key)
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(self._compiled) | frozenset(self.errors)
+
+    def context(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {**record, "customer": dict(record), "release": dict(self._release)}
+
+    def render(self, key: str, record: Mapping[str, Any]) -> Rendered:
+        """Render ``key`` for one customer; RenderError with a clear reason on any failure."""
+        if key in self.errors:
+            raise RenderError(self.errors[key])
+        template = self._compiled[key]
+        parts: list[str] = []
+        size = 0
+        try:
+            for chunk in template.generate(self.context(record)):
+                size += len(chunk)
+                if size > MAX_OUTPUT_BYTES:
+                    raise RenderError(f"template {key}: output larger than {MAX_OUTPUT_BYTES} bytes")
+                parts.append(chunk)
+        except RenderError:
+            raise
+        except Exception as exc:  # anything a template raises is this customer's failure, not a crash
+            raise RenderError(_describe(exc, key)) from None
+        try:
+            body = "".join(parts).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RenderError(f"template {key}: output is not valid Unicode ({exc.reason})") from None
+        if len(body) > MAX_OUTPUT_BYTES:
+            raise RenderError(f"template {key}: output larger than {MAX_OUTPUT_BYTES} bytes")
+        return Rendered(key, body, rendered_content_type(key))
