@@ -38,8 +38,15 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 ## bench: side-by-side comparisons with s5cmd, rclone and the AWS CLI (not part of `make test`).
+# The peers (s5cmd, rclone, toxiproxy, the AWS CLI, py-spy) are installed by scripts/bench-install-*.sh,
+# not by `make tools`: the tests do not need them. BENCH_ARGS=--quick for a smoke run.
 bench: $(STAMP) tools
-	$(BIN)/python -m bench
+	for s in scripts/bench-install-*.sh; do bash "$$s" || exit 1; done
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## e2e-kind: the cluster tier against a kind cluster running the real image (needs Docker; not in CI).
+e2e-kind: $(STAMP)
+	bash scripts/e2e-kind.sh $(E2E_ARGS)
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache
