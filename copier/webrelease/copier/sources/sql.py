@@ -18,9 +18,10 @@ SQLAlchemy dialects plus their driver package (``mysql+pymysql://`` needs ``pymy
 
 from __future__ import annotations
 
+import contextlib
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from webrelease.copier.sources.base import RawRecord, SourceError
@@ -113,8 +114,16 @@ class SqlSource:
             return
         scrub = Scrubber(url)
         failure: tuple[str, str] | None = None
+        rows = self._rows(url, scrub)
         try:
-            yield from self._rows(url, scrub)
+            for record in rows:
+                try:
+                    yield record
+                except GeneratorExit:
+                    # the consumer stopped early: close the cursor and the connection, quietly
+                    with contextlib.suppress(Exception):
+                        rows.close()
+                    raise
         except _Failed as exc:
             failure = (exc.where, exc.message)
         except ImportError as exc:
@@ -128,7 +137,7 @@ class SqlSource:
             # built here, outside the except blocks: nothing chains back to the driver's exception
             yield RawRecord(failure[0], error=scrub(failure[1]))
 
-    def _rows(self, url: str, scrub: Callable[[str], str]) -> Iterator[RawRecord]:
+    def _rows(self, url: str, scrub: Callable[[str], str]) -> Generator[RawRecord]:
         from sqlalchemy import create_engine  # noqa: PLC0415 (optional extra `sql`)
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # noqa: PLC0415
         from sqlalchemy.pool import NullPool  # noqa: PLC0415
@@ -168,7 +177,11 @@ class SqlSource:
                 if engine.dialect.name == "postgresql":
                     options["postgresql_readonly"] = True
                 try:
-                    result = conn.execution_options(**options).exec_driver_sql(self.query)
+                    result = (
+                        conn.execution_options(**options)
+                        .exec_driver_sql(self.query)
+                        .yield_per(self.batch_size)
+                    )
                 except Exception as exc:
                     raise _Failed("query", f"the query failed: {_driver_message(exc)}") from None
                 if not result.returns_rows:
