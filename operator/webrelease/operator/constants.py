@@ -35,6 +35,10 @@ MANAGED_BY: Final = "webrelease-operator"
 #: the same token again does nothing.
 ANNOTATION_RETRY: Final = f"{GROUP}/retry"
 
+#: On every Job: the sha256 of the step's snapshot and the step's report folder.
+ANNOTATION_SNAPSHOT_SHA256: Final = f"{GROUP}/snapshot-sha256"
+ANNOTATION_REPORT_URL: Final = f"{GROUP}/report-url"
+
 #: Prefix of kopf's own bookkeeping annotations (progress, last handled spec).
 KOPF_ANNOTATION_PREFIX: Final = f"kopf.{GROUP}"
 

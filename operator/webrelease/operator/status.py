@@ -4,7 +4,9 @@ These models are the single source of the status schema in the CRD (:mod:`.crd`)
 operator writes. Everything that grows with the number of customers is capped here:
 
 - per-shard entries (:class:`ShardStatus`) are compact (default values are left out when
-  written) and at most :data:`MAX_SHARD_ENTRIES` are kept (failed and active shards first);
+  written); at most :data:`MAX_SHARD_ENTRIES` of them, and at most
+  :data:`SHARD_ENTRIES_BUDGET` bytes, are kept (failed, active and pending shards first), the
+  others only counted (``shardStatusesOmitted``);
 - each shard names at most :data:`MAX_FAILED_IDS_PER_SHARD` failed customers, and all shards
   together at most :data:`MAX_SHARD_FAILED_IDS`;
 - failed customers are a sample of :data:`MAX_FAILED_SAMPLE` ids with reasons, plus the total;
@@ -26,6 +28,8 @@ from webrelease.copier.spec import CUSTOMER_ID_PATTERN
 
 #: Per-shard entries kept in status; beyond this the least interesting are left out (and counted).
 MAX_SHARD_ENTRIES: Final = 2000
+#: Bytes (compact JSON) all per-shard entries together may take: 2,000 typical entries fit.
+SHARD_ENTRIES_BUDGET: Final = 160 * 1024
 #: Failed customer ids named in one shard's entry.
 MAX_FAILED_IDS_PER_SHARD: Final = 3
 #: Failed customer ids named across all shard entries together.
@@ -125,28 +129,28 @@ class ShardState(StrEnum):
 
 
 class ShardStatus(StatusModel):
-    """One shard (Job index) of the current step. Written compactly: zero counts, an empty
-    ``failedIds`` and an unknown duration are left out."""
+    """One shard (Job index) of the current step. Written compactly: zero counts, one attempt,
+    an empty ``failedIds`` and an unknown duration are left out."""
 
     index: NonNegative
     state: ShardState
     customers: NonNegative
     succeeded: NonNegative = 0
     failed: NonNegative = 0
-    attempts: NonNegative = 0
-    duration_seconds: NonNegative | None = None
+    attempts: Annotated[int, Field(ge=0, description="Pods started for this shard (1 when left out).")] = 1
+    seconds: Annotated[int, Field(ge=0, description="How long its final attempt took.")] | None = None
     failed_ids: Annotated[list[CustomerId], Field(max_length=MAX_FAILED_IDS_PER_SHARD)] = []
 
     def to_k8s(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "state": self.state.value, "customers": self.customers}
-        for key, value in (
-            ("succeeded", self.succeeded),
-            ("failed", self.failed),
-            ("attempts", self.attempts),
-            ("durationSeconds", self.duration_seconds),
-        ):
-            if value:
-                out[key] = value
+        if self.succeeded:
+            out["succeeded"] = self.succeeded
+        if self.failed:
+            out["failed"] = self.failed
+        if self.attempts != 1:
+            out["attempts"] = self.attempts
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
         if self.failed_ids:
             out["failedIds"] = list(self.failed_ids)
         return out

@@ -1,0 +1,281 @@
+"""The Indexed Job of one step of a run, as a pure function of its inputs (SPEC §4 step 3).
+
+:func:`build_job` returns the ``batch/v1`` Job manifest; :mod:`.kube` creates it. One Job index is
+one shard: the pod runs ``webrelease shard`` (``webrelease.copier.invocation`` describes its
+settings), which reads ``JOB_COMPLETION_INDEX`` (set by the Job controller), takes its slice of the
+step's snapshot, writes its per-customer results next to the snapshot and its compact summary to
+the termination message.
+
+Failure handling, all by the Job controller:
+
+- a pod that exits non-zero (some customers failed, or a crash) is retried up to
+  ``failurePolicy.retriesPerShard`` times for that index alone (``backoffLimitPerIndex``); a retry
+  redoes only what differs;
+- bad input (exit code 2: spec, snapshot or build unusable) fails the index at once
+  (``podFailurePolicy`` ``FailIndex``): no retry can fix it;
+- a pod disrupted by the cluster (eviction, preemption) is retried without counting
+  (``Ignore`` on ``DisruptionTarget``);
+- more than :func:`max_failed_indexes` failed shards stop the whole Job: at that point the failure
+  is systemic (credentials, bucket, build) or the run is already beyond its tolerance.
+
+Pods get no Kubernetes API token, run as a non-root numeric user with a read-only root
+filesystem, no capabilities and the runtime's default seccomp profile; ``/tmp`` is an emptyDir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from webrelease.copier.exitcodes import EXIT_BAD_INPUT
+from webrelease.copier.invocation import (
+    ENV_RELEASE_NAME,
+    ENV_REPORT_URL,
+    ENV_SHARD_SIZE,
+    ENV_SNAPSHOT_SHA256,
+    ENV_SNAPSHOT_URL,
+    ENV_SPEC,
+)
+from webrelease.copier.spec import WebReleaseSpec
+from webrelease.operator.aggregate import tolerated_failures
+from webrelease.operator.constants import (
+    ANNOTATION_REPORT_URL,
+    ANNOTATION_SNAPSHOT_SHA256,
+    API_VERSION_FULL,
+    CONTAINER_NAME,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_GENERATION,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_RELEASE,
+    LABEL_STEP,
+    MANAGED_BY,
+)
+from webrelease.operator.sharding import ShardPlan
+
+#: Longest Job name: the Job controller puts it in a label value on every pod.
+MAX_JOB_NAME: Final = 63
+TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
+#: Keys of the storage Secret, passed to the pod as the variables of the same name.
+SECRET_KEYS: Final = (
+    ("AWS_ACCESS_KEY_ID", False),
+    ("AWS_SECRET_ACCESS_KEY", False),
+    ("AWS_SESSION_TOKEN", True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The WebRelease a Job belongs to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerDefaults:
+    """Operator-wide settings for shard pods (``spec.worker`` overrides image and resources)."""
+
+    image: str
+    command: Sequence[str] = ("webrelease", "shard")
+    image_pull_policy: str = "IfNotPresent"
+    run_as_user: int = 65532
+    run_as_group: int = 65532
+    requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "250m", "memory": "256Mi"})
+    limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "1Gi"})
+
+
+@dataclass(frozen=True, slots=True)
+class StepJob:
+    """Everything one step's Job is made of."""
+
+    owner: Owner
+    spec: WebReleaseSpec
+    generation: int
+    step_id: str
+    plan: ShardPlan
+    snapshot_url: str
+    snapshot_sha256: str
+    report_url: str
+
+
+def _short_hash(*parts: str, length: int = 5) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:length]
+
+
+def job_name(release: str, step_id: str) -> str:
+    """``<release>-<step-id>``, deterministic, at most 63 characters.
+
+    A long release name is cut and a hash of the whole name added, so two long names that share
+    their beginning still get different Jobs.
+    """
+    name = f"{release}-{step_id}"
+    if len(name) <= MAX_JOB_NAME:
+        return name
+    digest = _short_hash(release)
+    keep = MAX_JOB_NAME - len(step_id) - len(digest) - 2
+    return f"{release[:keep].rstrip('-.')}-{digest}-{step_id}"
+
+
+def max_failed_indexes(shards: int, tolerated_customers: int) -> int:
+    """How many failed shards stop the Job: more than half of them, or more than the tolerated
+    customers (each failed shard has at least one failed customer, so the run has failed anyway)."""
+    return min(shards, max(shards // 2, tolerated_customers))
+
+
+def labels(owner: Owner, generation: int, step_id: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: "webrelease",
+        LABEL_COMPONENT: "shard",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_RELEASE: owner.name,
+        LABEL_GENERATION: str(generation),
+        LABEL_STEP: step_id,
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION_FULL,
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _env(step: StepJob) -> list[dict[str, Any]]:
+    spec_json = step.spec.model_dump_json(by_alias=True, exclude_none=True)
+    env: list[dict[str, Any]] = [
+        {"name": ENV_SPEC, "value": spec_json},
+        {"name": ENV_RELEASE_NAME, "value": step.owner.name},
+        {"name": ENV_SNAPSHOT_URL, "value": step.snapshot_url},
+        {"name": ENV_SNAPSHOT_SHA256, "value": step.snapshot_sha256},
+        {"name": ENV_SHARD_SIZE, "value": str(step.plan.size)},
+        {"name": ENV_REPORT_URL, "value": step.report_url},
+        # a read-only root filesystem: anything that wants a home or a cache gets /tmp
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+    ]
+    secret = step.spec.storage.secret_ref
+    if secret is not None:
+        for key, optional in SECRET_KEYS:
+            ref: dict[str, Any] = {"name": secret.name, "key": key}
+            if optional:
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def _resources(spec: WebReleaseSpec, defaults: WorkerDefaults) -> dict[str, Any]:
+    wanted = spec.worker.resources
+    requests = (
+        dict(wanted.requests)
+        if wanted is not None and wanted.requests is not None
+        else dict(defaults.requests)
+    )
+    limits = (
+        dict(wanted.limits) if wanted is not None and wanted.limits is not None else dict(defaults.limits)
+    )
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _tolerations(spec: WebReleaseSpec) -> list[dict[str, Any]]:
+    return [t.model_dump(by_alias=True, exclude_none=True) for t in spec.worker.tolerations or []]
+
+
+def build_job(step: StepJob, defaults: WorkerDefaults) -> dict[str, Any]:
+    """The Indexed Job manifest of ``step`` (see the module doc)."""
+    if step.plan.shards < 1:
+        raise ValueError("a step with no shards has no Job")
+    spec = step.spec
+    name = job_name(step.owner.name, step.step_id)
+    lbl = labels(step.owner, step.generation, step.step_id)
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.worker.image or defaults.image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": list(defaults.command),
+        "env": _env(step),
+        "resources": _resources(spec, defaults),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": defaults.run_as_user,
+            "runAsGroup": defaults.run_as_group,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        # the summary is the result channel: never replace it with a log tail
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": defaults.run_as_user,
+            "runAsGroup": defaults.run_as_group,
+            "fsGroup": defaults.run_as_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if spec.worker.service_account_name:
+        pod_spec["serviceAccountName"] = spec.worker.service_account_name
+    if spec.worker.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.worker.node_selector)
+    if spec.worker.tolerations:
+        pod_spec["tolerations"] = _tolerations(spec)
+    tolerated = tolerated_failures(spec.failure_policy, step.plan.customers)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": step.owner.namespace,
+            "labels": lbl,
+            "annotations": {
+                ANNOTATION_SNAPSHOT_SHA256: step.snapshot_sha256,
+                ANNOTATION_REPORT_URL: step.report_url,
+            },
+            "ownerReferences": [owner_reference(step.owner)],
+        },
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": step.plan.shards,
+            "parallelism": step.plan.parallelism,
+            "backoffLimitPerIndex": spec.failure_policy.retries_per_shard,
+            "maxFailedIndexes": max_failed_indexes(step.plan.shards, tolerated),
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailIndex",
+                        "onExitCodes": {
+                            "containerName": CONTAINER_NAME,
+                            "operator": "In",
+                            "values": [EXIT_BAD_INPUT],
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": dict(lbl)}, "spec": pod_spec},
+        },
+    }
