@@ -298,7 +298,7 @@ def test_notes_tell_how_to_check_and_apply_the_example(tmp_path: Path) -> None:
         assert "kubectl get crd webreleases.webrelease.dev" in notes
         assert "rollout status deployment/webrelease" in notes
         assert f"{expect} -f manifests/examples/release.yaml" in notes
-        assert "kubectl apply --server-side -f charts/webrelease/crds/" in notes
+        assert "kubectl apply --server-side --force-conflicts -f charts/webrelease/crds/" in notes
         assert "curl -s localhost:9090/metrics" in notes
     assert "shop, outlet (and nowhere else)" in render_notes(tmp_path / "ns", NAMESPACED)
 
