@@ -48,9 +48,5 @@ bench: $(STAMP) tools
 e2e-kind: $(STAMP)
 	bash scripts/e2e-kind.sh $(E2E_ARGS)
 
-## e2e-kind: the cluster tier against a kind cluster running the real image (needs Docker; not in CI).
-e2e-kind: $(STAMP)
-	bash scripts/e2e-kind.sh $(E2E_ARGS)
-
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache
