@@ -1,33 +1,61 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler (and kubectl) from the
-# upstream Go modules at a pinned version, plus etcd, into a cache directory keyed by version.
-# Skips the build when the binaries are already there. Prints the bin directory.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the upstream Go modules,
+# and etcd, into cache directories keyed by version; skips the build when the binaries are there.
+# Prints one line, "K8S_BIN:ETCD_BIN" (the two bin directories).
+#
+# The versions live in one place each: the `k8s.io/kubernetes vX.Y.Z` requirement of
+# tests/cluster/k8s/go.mod (regenerate that file with scripts/gen-k8s-gomod.sh VERSION) and the
+# `go.etcd.io/etcd/server/v3 vX.Y.Z` requirement of tests/cluster/etcd/go.mod.
 set -euo pipefail
-KV=${K8S_VERSION:-1.34.4}
-ETCD_VERSION=${ETCD_VERSION:-3.6.16}
-CACHE=${WEBRELEASE_CACHE:-$HOME/.cache/webrelease}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-B=$CACHE/k8s-v$KV
-E=$CACHE/etcd-v$ETCD_VERSION
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
+CACHE=${WEBRELEASE_CACHE:-$HOME/.cache/webrelease}
+pinned() { awk -v m="$2" '$1==m {print $2; exit}' "$1"; }
+KV=$(pinned "$HERE/tests/cluster/k8s/go.mod" k8s.io/kubernetes)
+EV=$(pinned "$HERE/tests/cluster/etcd/go.mod" go.etcd.io/etcd/server/v3)
+[ -n "$KV" ] && [ -n "$EV" ] || { echo "build-k8s.sh: cannot read the pinned versions from the go.mod files" >&2; exit 1; }
+B=$CACHE/k8s-$KV
+E=$CACHE/etcd-$EV
 bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-need=0; for b in "${bins[@]}"; do [ -x "$B/bin/$b" ] || need=1; done
-if [ $need = 1 ]; then
-  mkdir -p "$B/src" "$B/bin"
-  cp "$HERE/tests/cluster/k8s/go.mod" "$HERE/tests/cluster/k8s/go.sum" "$B/src/"
-  cd "$B/src"
-  MIN=$(cut -d. -f2 <<<"$KV")
-  LDF="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    LDF="$LDF -X $p.gitVersion=v$KV -X $p.gitMajor=1 -X $p.gitMinor=$MIN -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
-  C=k8s.io/kubernetes/cmd
-  go build -trimpath -ldflags "$LDF" -o "$B/bin/" $C/kube-apiserver $C/kube-controller-manager $C/kube-scheduler $C/kubectl >&2
+
+have_all() {
+  for b in "${bins[@]}"; do [ -x "$B/bin/$b" ] || return 1; done
+  [ -x "$E/bin/etcd" ]
+}
+
+if ! have_all; then
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.build-k8s.lock"
+  flock 9   # a second caller waits for the first build instead of starting its own
 fi
-if [ ! -x "$E/bin/etcd" ]; then
-  mkdir -p "$E/src" "$E/bin"
-  cp "$HERE/tests/cluster/etcd/go.mod" "$HERE/tests/cluster/etcd/go.sum" "$E/src/"
-  cd "$E/src"
-  go build -trimpath -o "$E/bin/etcd" go.etcd.io/etcd/server/v3 >&2
+if ! have_all; then
+  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
+  start=$SECONDS
+  missing=0; for b in "${bins[@]}"; do [ -x "$B/bin/$b" ] || missing=1; done
+  if [ $missing = 1 ]; then
+    echo "build-k8s.sh: building Kubernetes $KV (first time only; ~10 min on 2 cores)" >&2
+    rm -rf "$B/src" "$B/bin.tmp"
+    mkdir -p "$B/src" "$B/bin.tmp"
+    cp "$HERE/tests/cluster/k8s/go.mod" "$HERE/tests/cluster/k8s/go.sum" "$B/src/"
+    # The same version stamps as upstream's hack/lib/version.sh, so /version reports the real version.
+    MAJ=$(cut -d. -f1 <<<"${KV#v}"); MIN=$(cut -d. -f2 <<<"$KV")
+    LDF="-s -w"
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      LDF="$LDF -X $p.gitVersion=$KV -X $p.gitMajor=$MAJ -X $p.gitMinor=$MIN -X $p.gitTreeState=clean"
+      LDF="$LDF -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    C=k8s.io/kubernetes/cmd
+    (cd "$B/src" && go build -trimpath -ldflags "$LDF" -o "$B/bin.tmp/" \
+      $C/kube-apiserver $C/kube-controller-manager $C/kube-scheduler $C/kubectl >&2)
+    rm -rf "$B/bin" && mv "$B/bin.tmp" "$B/bin"
+  fi
+  if [ ! -x "$E/bin/etcd" ]; then
+    echo "build-k8s.sh: building etcd $EV" >&2
+    rm -rf "$E/src" "$E/bin.tmp"
+    mkdir -p "$E/src" "$E/bin.tmp"
+    cp "$HERE/tests/cluster/etcd/go.mod" "$HERE/tests/cluster/etcd/go.sum" "$E/src/"
+    (cd "$E/src" && go build -trimpath -ldflags "-s -w" -o "$E/bin.tmp/etcd" go.etcd.io/etcd/server/v3 >&2)
+    rm -rf "$E/bin" && mv "$E/bin.tmp" "$E/bin"
+  fi
+  echo "build-k8s.sh: built in $((SECONDS - start)) s" >&2
 fi
 echo "$B/bin:$E/bin"
