@@ -192,6 +192,7 @@ def test_the_build_context_builds_the_wheel_the_image_installs(tmp_path: Path) -
         "webrelease/copier/__init__.py",
         "webrelease/copier/spec.py",
         "webrelease/operator/metrics.py",
+        "webrelease/cli.py",
     ):
         assert module in names, module
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
