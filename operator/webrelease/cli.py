@@ -250,7 +250,7 @@ def _add_shard(sub: Subparsers) -> None:
 
 def _shard(args: argparse.Namespace) -> int:
     from webrelease.copier.exitcodes import EXIT_CRASH
-    from webrelease.copier.invocation import shard_settings, termination_target
+    from webrelease.copier.invocation import index_hint, shard_settings, termination_target
     from webrelease.copier.results import ShardResult, ShardSummary, write_termination_message
     from webrelease.copier.shard import ShardJob, run_shard, store_set_for
     from webrelease.copier.spec import SpecError
@@ -272,10 +272,10 @@ def _shard(args: argparse.Namespace) -> int:
         )
     except (SpecError, ValueError) as exc:
         _err(str(exc))
-        index = args.index if args.index is not None else -1
-        write_termination_message(
-            term, ShardSummary(index=index, exitCode=EXIT_BAD_INPUT, error=str(exc)[:1000])
+        summary = ShardSummary(
+            index=index_hint(flags, environ), exitCode=EXIT_BAD_INPUT, error=str(exc)[:1000]
         )
+        write_termination_message(term, summary)
         return EXIT_BAD_INPUT
     try:
         result = run_shard(job, store_set_for(job.spec))

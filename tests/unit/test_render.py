@@ -88,6 +88,11 @@ def test_output_cap_is_ten_mebibytes() -> None:
     assert len(ok) == 9_000_000
 
 
-def test_json_literal_refuses_nan() -> None:
-    with pytest.raises(RenderError):
-        json_literal(float("nan"))
+def test_json_filter_failures_name_the_field_or_the_value() -> None:
+    with pytest.raises(RenderError, match=r"t\.txt, line 2: 'apiUrl' is undefined"):
+        render("x\n{{ apiUrl|json }}", record={"id": "a"})
+    with pytest.raises(RenderError, match="'nope' is undefined"):
+        render("{{ {'a': nope}|json }}")
+    with pytest.raises(RenderError, match="json filter: Out of range float"):
+        render("{{ x|json }}", record={"id": "a", "x": float("nan")})
+    assert json_literal({"a": [1, None]}) == '{"a": [1, null]}'

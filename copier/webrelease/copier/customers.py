@@ -19,12 +19,13 @@ import json
 import posixpath
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
+from webrelease.copier.sources import ConfigMapReader, SecretReader, open_source
+from webrelease.copier.sources.base import CustomerSource, RawRecord
 from webrelease.copier.spec import CUSTOMER_ID_RE, Customers
 from webrelease.copier.storage.base import Location, NotFound, Store
 from webrelease.copier.targets import TargetError, render_target
-from webrelease.copier.urls import object_url
 
 #: A customer: a JSON object with a string ``id``; every other field is the customer's own.
 Record = dict[str, Any]
@@ -39,35 +40,17 @@ ID_RULE: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One entry of a source before validation. ``where`` names its place (``line 12``, ``item 3``)."""
-
-    where: str
-    value: Any = None
-    error: str | None = None
-
-
-class CustomerSource(Protocol):
-    """Where a customer list comes from."""
-
-    @property
-    def name(self) -> str:
-        """A human name for messages (a URL, ``spec.customers.inline``); never contains secrets."""
-        ...
-
-    def records(self) -> Iterator[RawRecord]: ...
-
-
 class CustomerListError(ValueError):
     """A customer list that cannot be released; ``problems`` holds every problem found."""
 
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
+    def __init__(self, source: str, problems: Sequence[str], total: int | None = None) -> None:
+        """``total``: how many problems there were, when ``problems`` holds only the first ones."""
         self.source = source
         self.problems = list(problems)
+        self.total = len(self.problems) if total is None else total
         shown = self.problems[:MAX_REPORTED_ERRORS]
-        more = len(self.problems) - len(shown)
-        text = f"customer list {source}: {len(self.problems)} problem(s): " + "; ".join(shown)
+        more = self.total - len(shown)
+        text = f"customer list {source}: {self.total} problem(s): " + "; ".join(shown)
         if more:
             text += f"; ... and {more} more"
         super().__init__(text)
@@ -320,15 +303,14 @@ def load_customers(
     )
 
 
-def source_for(customers: Customers, store_for: Callable[[Location], Store]) -> CustomerSource:
-    """The source ``spec.customers`` names. ``url`` and ``inline`` are read here; ``configMapRef``
-    and ``sql`` need the operator's sources (CustomerListError here)."""
-    if customers.url is not None:
-        loc, key = object_url(customers.url)
-        return StoreSource(store_for(loc), loc, key, customers.format)
-    if customers.inline is not None:
-        return InlineSource(customers.inline)
-    which = "configMapRef" if customers.config_map_ref is not None else "sql"
-    raise CustomerListError(
-        f"spec.customers.{which}", [f"customers.{which} is not supported here; use url or inline"]
-    )
+def source_for(
+    customers: Customers,
+    store_for: Callable[[Location], Store],
+    *,
+    secrets: SecretReader | None = None,
+    config_maps: ConfigMapReader | None = None,
+) -> CustomerSource:
+    """The source ``spec.customers`` names (streaming; see :mod:`webrelease.copier.sources`).
+    ``configMapRef`` needs ``config_maps`` and ``sql`` needs ``secrets`` (the operator's readers);
+    without them reading the source reports that it cannot be read here."""
+    return open_source(customers, store_for=store_for, secrets=secrets, config_maps=config_maps)

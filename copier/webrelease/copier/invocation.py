@@ -90,6 +90,15 @@ def termination_target(flags: Mapping[str, Any], environ: Mapping[str, str]) -> 
     return termination_path(flags.get("termination_message_path"), environ.get(ENV_TERMINATION_PATH))
 
 
+def index_hint(flags: Mapping[str, Any], environ: Mapping[str, str]) -> int:
+    """The shard index if it can be told at all (for a termination message about bad settings), else -1."""
+    value = _pick(flags, "index", environ, ENV_INDEX)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
 def _pick(flags: Mapping[str, Any], flag: str, environ: Mapping[str, str], env: str) -> Any:
     value = flags.get(flag)
     if value is not None and value != "":

@@ -61,12 +61,20 @@ class RenderError(Exception):
     """A template that does not compile or does not render for a customer."""
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # raises UndefinedError naming the missing field
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def json_literal(value: Any) -> str:
     """``value`` as a JSON literal that is also safe inside JS source and an HTML ``<script>``."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+        text = json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "), default=_json_default
+        )
     except (TypeError, ValueError) as exc:
-        raise RenderError(f"json filter: {exc}") from None
+        raise jinja2.TemplateRuntimeError(f"json filter: {exc}") from None
     for char, esc in _JS_ESCAPES.items():
         text = text.replace(char, esc)
     return text
@@ -140,6 +148,8 @@ def _describe(exc: BaseException, key: str) -> str:
         return f"template {where}: recursion too deep"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"template {where}: syntax error: {exc.message}"
+    if isinstance(exc, jinja2.TemplateError):
+        return f"template {where}: {exc.message or exc}"
     return f"template {where}: {type(exc).__name__}: {exc}"
 
 
