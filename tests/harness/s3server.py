@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -31,11 +32,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -229,16 +232,10 @@ class S3Server:
             "ROOT_SECRET_KEY": self._secret_key,
             "VGW_REGION": self._region,
         }
-        cmd = [
-            str(binary),
-            "--port",
-            f"127.0.0.1:{port}",
-            "--region",
-            self._region,
-            *self._extra_args,
-            "posix",
-        ]
-        cmd.append(str(data))
+        # --keep-alive: reuse connections as S3 does (without it every request pays a TCP
+        # handshake); --quiet: no access line per request (errors are still logged).
+        cmd = [str(binary), "--port", f"127.0.0.1:{port}", "--region", self._region, "--keep-alive"]
+        cmd += [*([] if self._verbose else ["--quiet"]), *self._extra_args, "posix", str(data)]
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -298,6 +295,10 @@ class S3Server:
                     self.log_path.unlink()
 
     @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -310,6 +311,152 @@ class S3Server:
     ) -> None:
         if exc is not None:
             print(f"--- versitygw log ({self.log_path}) ---\n{self.log_text()}", file=sys.stderr)
+        self.stop()
+
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_SLOWDOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of an S3 server that injects what real S3 does and a
+    local server does not: ``503 SlowDown`` answers and latency.
+
+    Requests are forwarded unchanged (the ``Host`` header included, so SigV4 signatures made for
+    the proxy's address still verify upstream). ``throttle(n)`` answers the next ``n`` requests
+    with 503 SlowDown (``None``: every request until ``throttle(0)``); ``latency`` seconds are
+    added before each forwarded request. ``seen`` / ``throttled`` count requests.
+    """
+
+    def __init__(self, upstream: S3Endpoint, *, latency: float = 0.0) -> None:
+        self.upstream = upstream
+        self.latency = latency
+        self.seen = 0
+        self.throttled = 0
+        self._throttle_left: int | None = 0
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def throttle(self, count: int | None) -> None:
+        with self._lock:
+            self._throttle_left = count
+
+    def _should_throttle(self) -> bool:
+        with self._lock:
+            self.seen += 1
+            if self._throttle_left is None or self._throttle_left > 0:
+                if self._throttle_left is not None:
+                    self._throttle_left -= 1
+                self.throttled += 1
+                return True
+            return False
+
+    @property
+    def endpoint(self) -> S3Endpoint:
+        if self._server is None:
+            raise S3ServerError("the proxy is not started")
+        port = self._server.server_address[1]
+        up = self.upstream
+        return S3Endpoint(f"http://127.0.0.1:{port}", up.access_key, up.secret_key, up.region)
+
+    def start(self) -> S3Endpoint:
+        proxy = self
+        target = urlsplit(self.upstream.endpoint_url)
+        local = threading.local()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _upstream(self) -> http.client.HTTPConnection:
+                conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
+                if conn is None:
+                    conn = http.client.HTTPConnection(
+                        target.hostname or "127.0.0.1", target.port or 80, timeout=120
+                    )
+                    local.conn = conn
+                return conn
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if proxy._should_throttle():
+                    self.send_response_only(503, "Slow Down")
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(_SLOWDOWN_BODY)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(_SLOWDOWN_BODY)
+                    return
+                if proxy.latency:
+                    time.sleep(proxy.latency)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                for attempt in range(2):
+                    conn = self._upstream()
+                    try:
+                        conn.request(self.command, self.path, body=body or None, headers=headers)
+                        response = conn.getresponse()
+                        data = response.read()
+                        break
+                    except (OSError, http.client.HTTPException):
+                        conn.close()
+                        local.conn = None
+                        if attempt:
+                            self.send_error(502, "upstream unreachable")
+                            return
+                self.send_response_only(response.status, response.reason)
+                for name, value in response.getheaders():
+                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                        self.send_header(name, value)
+                if self.command == "HEAD":
+                    self.send_header("Content-Length", response.getheader("Content-Length") or "0")
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-fault-proxy", daemon=True)
+        self._thread.start()
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -332,22 +479,21 @@ def running_server(**kwargs: Any) -> Iterator[S3Endpoint]:
         yield server.endpoint
 
 
-def _print_endpoint(endpoint: S3Endpoint, as_env: bool, extra: Mapping[str, str]) -> None:
+def _print_endpoint(endpoint: S3Endpoint, as_env: bool, log: Path, pid: int | None) -> None:
     if as_env:
-        for k, v in {**endpoint.env(), **extra}.items():
-            print(f"export {k}={v}")
+        env = {**endpoint.env(), "WEBRELEASE_S3_LOG": str(log), "WEBRELEASE_S3_PID": str(pid)}
+        for k, v in env.items():
+            print(f"export {k}={shlex.quote(v)}")
     else:
-        print(
-            json.dumps(
-                {
-                    "endpoint_url": endpoint.endpoint_url,
-                    "access_key": endpoint.access_key,
-                    "secret_key": endpoint.secret_key,
-                    "region": endpoint.region,
-                    **extra,
-                }
-            )
-        )
+        info = {
+            "endpoint_url": endpoint.endpoint_url,
+            "access_key": endpoint.access_key,
+            "secret_key": endpoint.secret_key,
+            "region": endpoint.region,
+            "log": str(log),
+            "pid": pid,
+        }
+        print(json.dumps(info))
     sys.stdout.flush()
 
 
@@ -369,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     with S3Server(root=args.root, port=args.port) as server:
         for bucket in args.bucket:
             server.endpoint.make_bucket(bucket)
-        _print_endpoint(server.endpoint, args.env, {"log": str(server.log_path)})
+        _print_endpoint(server.endpoint, args.env, server.log_path, server.pid)
         while not stop.is_set() and server.running:
             stop.wait(1.0)
         if not server.running:

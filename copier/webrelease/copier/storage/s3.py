@@ -99,7 +99,17 @@ THROTTLING_CODES = frozenset(
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 _ACCESS_CODES = frozenset(
-    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AuthorizationHeaderMalformed",
+        "InvalidClientTokenId",
+        "XAdminUserNotFound",  # versitygw: an unknown access key id (HTTP 404)
+        "403",
+    }
 )
 
 
@@ -132,6 +142,7 @@ class S3Store:
         multipart_threshold: int = MULTIPART_COPY_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
         throttle_deadline: float = DEFAULT_THROTTLE_DEADLINE_S,
+        throttle_backoff: float = 0.5,
         secrets: Sequence[str] = (),
         endpoint_url: str | None = None,
     ) -> None:
@@ -144,6 +155,7 @@ class S3Store:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.throttle_deadline = throttle_deadline
+        self.throttle_backoff = throttle_backoff
         self._secrets = [s for s in secrets if s and len(s) >= 4]
         self._endpoint = _redact_url(endpoint_url)
         self._target = threading.local()
@@ -162,6 +174,7 @@ class S3Store:
         multipart_threshold: int | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         throttle_deadline: float = DEFAULT_THROTTLE_DEADLINE_S,
+        throttle_backoff: float = 0.5,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
     ) -> S3Store:
@@ -175,7 +188,11 @@ class S3Store:
                 aws_session_token=credentials.session_token,
                 region_name=settings.region,
             )
-            secrets = [credentials.secret_access_key, credentials.session_token or ""]
+            secrets = [
+                credentials.secret_access_key,
+                credentials.session_token or "",
+                credentials.access_key_id,
+            ]
         else:
             # The standard chain: environment, web identity (a ServiceAccount token), profile, IMDS.
             session = boto3.session.Session(region_name=settings.region)
@@ -194,11 +211,16 @@ class S3Store:
             response_checksum_validation="when_required",
         )
         client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        threshold = multipart_threshold or MULTIPART_COPY_THRESHOLD
         return cls(
             client,
             on_request=on_request,
-            multipart_threshold=multipart_threshold or MULTIPART_COPY_THRESHOLD,
+            multipart_threshold=threshold,
+            # Parts as big as the threshold (within S3's bounds): a lowered threshold (tests)
+            # gives several small parts, the default gives 512 MiB parts.
+            part_size=min(DEFAULT_PART_SIZE, max(MIN_PART_SIZE, threshold)),
             throttle_deadline=throttle_deadline,
+            throttle_backoff=throttle_backoff,
             secrets=secrets,
             endpoint_url=settings.endpoint_url,
         )
@@ -277,7 +299,9 @@ class S3Store:
                         deadline = now + self.throttle_deadline
                     if now < deadline:
                         attempt += 1
-                        delay = random.uniform(0, min(_THROTTLE_BACKOFF_MAX_S, 0.5 * 2**attempt))
+                        delay = random.uniform(
+                            0, min(_THROTTLE_BACKOFF_MAX_S, self.throttle_backoff * 2**attempt)
+                        )
                         time.sleep(max(0.0, min(delay, deadline - now)))
                         continue
                     raise StorageError(
