@@ -22,6 +22,7 @@ from tests.harness.controlplane import (
     ClusterSettings,
     ControlPlane,
     Kube,
+    KubeError,
     LocalControlPlane,
     Obj,
     api_path,
@@ -388,12 +389,12 @@ def test_node_agent_runs_as_a_separate_process_and_leaves_nothing_behind(
 
 
 def test_a_second_control_plane_starts_warm_and_stops_without_leftovers(
-    control_plane: ControlPlane, tmp_path: Path
+    control_plane: ControlPlane, cluster_settings: ClusterSettings, tmp_path: Path
 ) -> None:
     """Also measures the warm start (binaries cached); the time is printed, not asserted."""
     if control_plane.external:
         pytest.skip("starts a local control plane")
-    local = LocalControlPlane(ensure_binaries(ClusterSettings.from_env()), tmp_path / "cp2")
+    local = LocalControlPlane(ensure_binaries(cluster_settings), tmp_path / "cp2")
     try:
         plane = local.start()
         pids = [c.proc.pid for c in local.components if c.proc is not None]
@@ -405,3 +406,52 @@ def test_a_second_control_plane_starts_warm_and_stops_without_leftovers(
         local.stop()
     assert not any(_alive(pid) for pid in pids)
     assert (tmp_path / "cp2" / "logs" / "kube-apiserver.log").stat().st_size > 0
+
+
+def test_a_service_account_authenticates_with_a_requested_token(
+    control_plane: ControlPlane, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    kube.create(api_path("v1", "serviceaccounts", namespace=namespace), {"metadata": {"name": "reader"}})
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 600},
+    }
+    token_path = api_path("v1", "serviceaccounts", namespace=namespace, name="reader", subresource="token")
+    token = kube.create(token_path, request)["status"]["token"]
+    kubeconfig = control_plane.kubeconfig_for_token(token, tmp_path / "reader.kubeconfig")
+    configmaps = api_path("v1", "configmaps", namespace=namespace)
+
+    with Kube.from_kubeconfig(kubeconfig) as reader:
+        review = reader.create(
+            api_path("authentication.k8s.io/v1", "selfsubjectreviews"),
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        assert review["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:reader"
+        with pytest.raises(KubeError) as denied:
+            reader.items(configmaps)
+        assert denied.value.status == 403  # authenticated, but RBAC grants nothing yet
+
+        rbac = "rbac.authorization.k8s.io/v1"
+        rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}
+        kube.create(
+            api_path(rbac, "roles", namespace=namespace), {"metadata": {"name": "r"}, "rules": [rule]}
+        )
+        binding = {
+            "metadata": {"name": "r"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        }
+        kube.create(api_path(rbac, "rolebindings", namespace=namespace), binding)
+
+        def allowed() -> bool:
+            try:
+                return isinstance(reader.items(configmaps), list)
+            except KubeError as exc:
+                if exc.status == 403:
+                    return False
+                raise
+
+        wait_until("RBAC to allow the ServiceAccount to list ConfigMaps", allowed, timeout_s=30)
+        names = [c["metadata"]["name"] for c in reader.items(configmaps)]
+        assert "kube-root-ca.crt" in names  # published by the root-ca-certificate-publisher controller

@@ -19,6 +19,7 @@ component's log is added to its report. The session's start times are printed in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -67,9 +68,28 @@ def _timings(config: pytest.Config) -> dict[str, float]:
     return config.stash.setdefault(_TIMINGS, {})
 
 
+_SETTINGS = pytest.StashKey[ClusterSettings]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SETTINGS] = ClusterSettings.from_env()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On a fresh machine, builds the binaries before the first test, outside any per-test timeout."""
+    settings = session.config.stash[_SETTINGS]
+    if session.config.option.collectonly or settings.external_kubeconfig is not None:
+        return
+    if not any(item.get_closest_marker("cluster") for item in session.items):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        ensure_binaries(settings, show_progress=True)
+
+
 @pytest.fixture(scope="session")
-def cluster_settings() -> ClusterSettings:
-    return ClusterSettings.from_env()
+def cluster_settings(request: pytest.FixtureRequest) -> ClusterSettings:
+    return request.config.stash[_SETTINGS]
 
 
 @pytest.fixture(scope="session")

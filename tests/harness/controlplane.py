@@ -144,13 +144,23 @@ class Binaries:
         return self.k8s_bin / "kubectl"
 
 
-def ensure_binaries(settings: ClusterSettings) -> Binaries:
-    """Runs scripts/build-k8s.sh: builds the binaries the first time, else just prints where they are."""
+def ensure_binaries(settings: ClusterSettings, *, show_progress: bool = False) -> Binaries:
+    """Runs scripts/build-k8s.sh: builds the binaries the first time, else just says where they are.
+    ``show_progress`` lets the build's own output through to this process's stderr."""
     env = {**os.environ, "WEBRELEASE_CACHE": str(settings.cache_dir)}
     started = time.monotonic()
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=None if show_progress else subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
-        raise ControlPlaneError(f"scripts/build-k8s.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise ControlPlaneError(
+            f"scripts/build-k8s.sh failed ({proc.returncode}):\n{(proc.stderr or '')[-4000:]}"
+        )
     lines = proc.stdout.strip().splitlines()
     if not lines or ":" not in lines[-1]:
         raise ControlPlaneError(f"scripts/build-k8s.sh printed no K8S_BIN:ETCD_BIN line: {proc.stdout!r}")
@@ -735,6 +745,7 @@ class LocalControlPlane:
                 f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}",
                 f"--authorization-kubeconfig={self.kubeconfig}",
+                "--authentication-skip-lookup=true",  # no front-proxy CA here; nothing to look up
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",
@@ -752,6 +763,7 @@ class LocalControlPlane:
                 f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}",
                 f"--authorization-kubeconfig={self.kubeconfig}",
+                "--authentication-skip-lookup=true",  # no front-proxy CA here; nothing to look up
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={sched_port}",
