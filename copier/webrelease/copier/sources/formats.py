@@ -391,13 +391,15 @@ def _csv_error(exc: csv.Error, start: int, end: int) -> str:
     return f"CSV quoting: {msg}{span}"
 
 
-def _check_header(row: list[str], number: int) -> list[str]:
+def _check_header(raw: list[str], number: int) -> list[str]:
+    """The column names (blanks around a name are dropped: `` id , name`` is ``id``, ``name``)."""
+    row = [column.strip() for column in raw]
     if "id" not in row:
         shown = ", ".join(repr(c) for c in row[:20])
         raise SourceError(at_line(number), f"the CSV header has no 'id' column (columns: {shown})")
     seen: set[str] = set()
     for column in row:
-        if not column.strip():
+        if not column:
             raise SourceError(at_line(number), "the CSV header has an empty column name")
         if column in seen:
             raise SourceError(at_line(number), f"the CSV header names column {column!r} twice")

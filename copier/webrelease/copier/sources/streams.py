@@ -1,11 +1,11 @@
 """Byte streams of a customer list: an object read in ranges, gzip by magic bytes, byte order marks.
 
 ``open_object`` reads an object through the ``Store`` protocol, ``READ_CHUNK_BYTES`` per ranged
-GET (``Store.get_range``), so that memory never depends on the object's size; ``file://`` and
-``s3://`` alike. ``decoded_stream`` then peels off gzip (detected by the magic bytes ``1f 8b``; a
-name ending in ``.gz`` without them is an error) and a UTF-8 byte order mark, and refuses UTF-16 /
-UTF-32 (a BOM, or NUL bytes at the start) with a message that says so: lists are UTF-8, as JSON
-requires.
+GET (``Store.get_range``), so that memory never depends on the object's size (``file://`` and
+``s3://`` alike; a list smaller than one chunk costs one GET, as reading it whole would).
+``decoded_stream`` then peels off gzip (detected by the magic bytes ``1f 8b``; a name ending in
+``.gz`` without them is an error) and a UTF-8 byte order mark, and refuses UTF-16 / UTF-32 (a BOM,
+or NUL bytes at the start) with a message that says so: lists are UTF-8, as JSON requires.
 """
 
 from __future__ import annotations
@@ -34,17 +34,20 @@ StoreFor = Callable[[Location], Store]
 
 
 class StoreRangeReader(io.RawIOBase):
-    """A read-only raw stream over one object, fetched ``chunk`` bytes per ``Store.get_range``."""
+    """A read-only raw stream over one object, fetched ``chunk`` bytes per ``Store.get_range``.
 
-    def __init__(
-        self, store: Store, loc: Location, key: str, size: int, chunk: int = READ_CHUNK_BYTES
-    ) -> None:
+    The size is not asked up front (no HeadObject): a range shorter than asked for is the end.
+    Only when a range request fails (an empty object, or a size that is an exact multiple of
+    ``chunk``) does a HeadObject tell the end from a real error.
+    """
+
+    def __init__(self, store: Store, loc: Location, key: str, chunk: int = READ_CHUNK_BYTES) -> None:
         super().__init__()
-        self._store, self._loc, self._key = store, loc, key
-        self._size, self._chunk = size, chunk
+        self._store, self._loc, self._key, self._chunk = store, loc, key, chunk
         self._pos = 0  # offset of the next byte to fetch
         self._block = b""
         self._block_pos = 0
+        self._eof = False
         self.requests = 0
 
     def readable(self) -> bool:
@@ -52,19 +55,32 @@ class StoreRangeReader(io.RawIOBase):
 
     def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
         if self._block_pos >= len(self._block):
-            if self._pos >= self._size:
+            if self._eof:
                 return 0
-            end = min(self._pos + self._chunk, self._size) - 1
-            self._block = self._store.get_range(self._loc, self._key, self._pos, end)
-            self.requests += 1
-            if not self._block:
-                raise StorageError(f"bytes {self._pos}-{end} of a {self._size}-byte object came back empty")
-            self._pos += len(self._block)
+            try:
+                self.requests += 1
+                self._block = self._store.get_range(
+                    self._loc, self._key, self._pos, self._pos + self._chunk - 1
+                )
+            except NotFound:
+                raise
+            except StorageError:
+                if self._at_end():
+                    self._eof, self._block = True, b""
+                    return 0
+                raise
             self._block_pos = 0
+            self._pos += len(self._block)
+            self._eof = len(self._block) < self._chunk
+            if not self._block:
+                return 0
         n = min(len(b), len(self._block) - self._block_pos)
         b[:n] = self._block[self._block_pos : self._block_pos + n]
         self._block_pos += n
         return n
+
+    def _at_end(self) -> bool:
+        return self._store.head(self._loc, self._key).size == self._pos
 
 
 @contextlib.contextmanager
@@ -76,16 +92,14 @@ def open_object(url: str, store_for: StoreFor) -> Iterator[IO[bytes]]:
         raise SourceError("object", str(exc)) from None
     try:
         store = store_for(loc)
-        info = store.head(loc, key)
+        stream = io.BufferedReader(StoreRangeReader(store, loc, key), buffer_size=_BUFFER)
+        stream.peek(1)  # the first range: a missing object is known now
     except NotFound:
         raise SourceError("object", f"{url} does not exist") from None
     except StorageError as exc:
         raise SourceError("object", f"cannot read {url}: {exc}") from None
-    if info.size == 0:
-        yield io.BufferedReader(io.BytesIO(b""))
-        return
-    with io.BufferedReader(StoreRangeReader(store, loc, key, info.size), buffer_size=_BUFFER) as f:
-        yield f
+    with stream:
+        yield stream
 
 
 def decoded_stream(raw: IO[bytes], *, gz_name: bool) -> IO[bytes]:
