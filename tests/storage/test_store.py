@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.s3_fixtures import StorageBackend
+from tests.harness.s3_fixtures import ExternalS3, StorageBackend
 from webrelease.copier.storage import (
     InvalidKey,
     Location,
@@ -290,3 +290,18 @@ def test_local_symlink_out_of_the_location_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidKey):
         store.put(parse_url(site.as_uri()), "link/evil.txt", b"x")
     assert list(outside.iterdir()) == []
+
+
+def test_a_key_cannot_be_an_object_and_a_folder(storage_backend: StorageBackend) -> None:
+    """Both backends keep objects as files (versitygw's POSIX backend too): ``a`` and ``a/b``
+    cannot coexist. The write fails clearly and the existing object is untouched."""
+    if storage_backend.scheme == "s3" and ExternalS3.from_env().endpoint:
+        pytest.skip("an external S3 endpoint may well allow 'a' and 'a/b' side by side (AWS does)")
+    store, loc = storage_backend.store, storage_backend.location("site")
+    store.put(loc, "a", b"file")
+    store.put(loc, "x/y", b"nested")
+    with pytest.raises(StorageError):
+        store.put(loc, "a/b", b"under a file")
+    with pytest.raises(StorageError):
+        store.put(loc, "x", b"over a folder")
+    assert {o.key: store.get(loc, o.key) for o in store.list(loc)} == {"a": b"file", "x/y": b"nested"}
