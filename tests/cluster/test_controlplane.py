@@ -455,3 +455,38 @@ def test_a_service_account_authenticates_with_a_requested_token(
         wait_until("RBAC to allow the ServiceAccount to list ConfigMaps", allowed, timeout_s=30)
         names = [c["metadata"]["name"] for c in reader.items(configmaps)]
         assert "kube-root-ca.crt" in names  # published by the root-ca-certificate-publisher controller
+
+
+def test_node_agent_reports_start_errors_deadlines_and_missing_config_like_a_kubelet(
+    kube: Kube, namespace: str, node_agent: NodeAgent | None
+) -> None:
+    _local(node_agent)
+    no_command = _pod("no-command", {"name": "main", "image": "ignored", "args": ["--help"]})
+    kube.create(_pods(namespace), no_command)
+    slow = _pod("slow", _container("import time; time.sleep(600)"))
+    slow["spec"]["activeDeadlineSeconds"] = 2
+    kube.create(_pods(namespace), slow)
+    missing = _container(
+        "pass", env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]
+    )
+    kube.create(_pods(namespace), _pod("missing-secret", missing))
+
+    pod = _terminated_pod(kube, namespace, "no-command")
+    assert pod["status"]["phase"] == "Failed"
+    assert _terminated_state(pod)["reason"] == "StartError"
+
+    pod = _terminated_pod(kube, namespace, "slow")
+    assert (pod["status"]["phase"], pod["status"]["reason"]) == ("Failed", "DeadlineExceeded")
+    assert _terminated_state(pod)["exitCode"] != 0
+
+    def waiting_reason() -> str | None:
+        statuses = kube.get(_pods(namespace, "missing-secret"))["status"].get("containerStatuses") or []
+        return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+
+    assert wait_until("the missing Secret to be reported", waiting_reason) == "CreateContainerConfigError"
+    kube.create(
+        api_path("v1", "secrets", namespace=namespace),
+        {"metadata": {"name": "absent"}, "stringData": {"k": "v"}},
+    )
+    pod = _terminated_pod(kube, namespace, "missing-secret")  # the agent retries, as the kubelet does
+    assert pod["status"]["phase"] == "Succeeded"

@@ -450,7 +450,9 @@ class _PodRunner:
         env.update(pod_env)
         env[TERMINATION_MESSAGE_ENV] = str(self.termination_message_file)
         env[MARKER_ENV] = str(self.agent.config.work_dir.resolve())
-        return env, command + args
+        # Without a command the kubelet would run the image's entrypoint, which the agent cannot know:
+        # an empty argv makes the start fail (StartError) rather than run the args as a command.
+        return env, command + args if command else []
 
     def _execute(
         self,
