@@ -246,3 +246,14 @@ def test_run_and_verify_on_s3_with_credentials_from_the_environment(
     )
     assert r.returncode != 0
     assert "wrong-secret" not in r.stdout + r.stderr
+
+
+def test_a_dry_run_release_only_plans(example: Path, tmp_path: Path) -> None:
+    doc = yaml.safe_load(example.read_text())
+    doc["spec"]["dryRun"] = True
+    example.write_text(yaml.safe_dump(doc))
+    r = cli("run", str(example), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "planning only" in r.stdout
+    assert "acme  copy 9  render 3  override 1  unchanged 0  delete 0" in r.stdout
+    assert not (tmp_path / "out").exists()
