@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from webrelease.copier.customers import Record
+from webrelease.copier.sources.slices import SliceIndexError, read_indexed_lines
 from webrelease.copier.storage import Location, NotFound, Store
 from webrelease.copier.urls import object_url
 
@@ -123,6 +124,9 @@ def read_slice(store: Store, url: str, sha256: str | None, index: int, size: int
     """The customers of shard ``index`` (``size`` customers per shard)."""
     if index < 0 or size < 1:
         raise SnapshotError(f"shard index {index} / size {size} out of range")
+    ranged = _read_indexed_slice(store, url, sha256, index, size)
+    if ranged is not None:
+        return ranged
     customers = read_snapshot(store, url, sha256)
     start = index * size
     if start >= len(customers):
@@ -131,3 +135,34 @@ def read_slice(store: Store, url: str, sha256: str | None, index: int, size: int
             f"{shard_count(len(customers), size)} shard(s) of {size}"
         )
     return customers[start : start + size]
+
+
+def _read_indexed_slice(
+    store: Store, url: str, sha256: str | None, index: int, size: int
+) -> list[Record] | None:
+    """The slice read by byte range through the snapshot's slice index (written by
+    ``webrelease.copier.sources.freeze``); None when the snapshot has none."""
+    loc, key = object_url(url)
+    start = index * size
+    try:
+        found = read_indexed_lines(store, loc, key, sha256=sha256, start=start, stop=start + size)
+    except SliceIndexError as exc:
+        raise SnapshotError(str(exc)) from None
+    if found is None:
+        return None
+    count, lines = found
+    if not lines:
+        raise SnapshotError(
+            f"shard index {index} is out of range: {count} customers make "
+            f"{shard_count(count, size)} shard(s) of {size}"
+        )
+    out: list[Record] = []
+    for n, line in enumerate(lines, start=start + 1):
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"snapshot {url} line {n}: not valid JSON ({exc})") from None
+        if not isinstance(rec, dict) or "id" not in rec:
+            raise SnapshotError(f"snapshot {url} line {n}: not a customer record")
+        out.append(rec)
+    return out
