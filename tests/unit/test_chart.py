@@ -97,6 +97,9 @@ def test_rbac_is_the_operators_needs_only(tmp_path: Path) -> None:
         ("batch", "jobs", "delete"),
     }
     assert ("", "secrets", "get") in cluster
+    assert ("", "pods", "watch") in cluster and ("batch", "jobs", "watch") not in cluster, (
+        "kopf watches pods only"
+    )
     assert ("", "secrets", "list") not in cluster, "secrets are read by name only"
     assert not [r for r in cluster if r[1] in {"namespaces", "nodes", "clusterroles", "roles"}]
 
@@ -162,6 +165,8 @@ def test_worker_defaults_reach_the_operator(tmp_path: Path) -> None:
     assert json.loads(env["WEBRELEASE_WORKER_NODE_SELECTOR"]) == {"pool": "batch"}
     assert json.loads(env["WEBRELEASE_WORKER_TOLERATIONS"])[0]["key"] == "batch"
 
+    assert (env["WEBRELEASE_WORKER_UID"], env["WEBRELEASE_WORKER_GID"]) == ("65532", "65532")
+
     explicit = env_of(template(tmp_path, {"worker": {"image": "other/worker:1"}}))
     assert explicit["WEBRELEASE_WORKER_IMAGE"] == "other/worker:1"
 
@@ -201,6 +206,8 @@ def test_rbac_create_false_renders_no_rbac(tmp_path: Path) -> None:
         ({"operator": {"logFormat": "xml"}}, "/operator/logFormat"),
         ({"worker": {"resources": {"limits": ["1Gi"]}}}, "/worker/resources/limits"),
         ({"worker": {"ttlSecondsAfterFinished": "1d"}}, "/worker/ttlSecondsAfterFinished"),
+        ({"worker": {"resources": {"requests": {"cpu": 1}}}}, "/worker/resources/requests/cpu"),
+        ({"worker": {"runAsUser": 0}}, "/worker/runAsUser"),
         ({"rbac": {"create": 1}}, "/rbac/create"),
         ({"replicas": 2}, "replicas"),
         ({"operator": {"resouces": {}}}, "resouces"),
