@@ -290,9 +290,113 @@ def _shard(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+# -- status, retry, operator (the cluster side; kopf and the Kubernetes client load only here) ----
+
+
+def _cluster_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the WebRelease's name")
+    p.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig context's namespace")
+    p.add_argument(
+        "--kubeconfig", default=None, help="default: in-cluster, else $KUBECONFIG or ~/.kube/config"
+    )
+
+
+def _add_status(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "status",
+        help="a WebRelease's per-shard table and totals",
+        description="Print the status of a WebRelease in a cluster: totals, every shard, failed customers. "
+        "Exit 0 when its run is Complete, 2 when it does not exist or its spec is invalid, 3 when the "
+        "run ended with failed customers, 4 while it is still going.",
+    )
+    _cluster_arguments(p)
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--wait", type=float, default=None, metavar="SECONDS", help="wait for the run to end first"
+    )
+    p.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from webrelease.operator.commands import connect, default_namespace, status_command
+
+    namespace = args.namespace or default_namespace(args.kubeconfig)
+    return status_command(
+        connect(args.kubeconfig),
+        namespace,
+        args.name,
+        sys.stdout,
+        as_json=args.output == "json",
+        wait=args.wait,
+    )
+
+
+def _add_retry(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "retry",
+        help="re-run the customers of a WebRelease's last run that did not succeed",
+        description="Set the webrelease.dev/retry annotation to a new token; once the run has ended, the "
+        "operator releases again only the customers that did not succeed.",
+    )
+    _cluster_arguments(p)
+    p.add_argument("--token", default=None, help="the annotation's value (default: the current time)")
+    p.set_defaults(handler=_retry)
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from webrelease.operator.commands import connect, default_namespace, retry_command
+
+    namespace = args.namespace or default_namespace(args.kubeconfig)
+    return retry_command(connect(args.kubeconfig), namespace, args.name, sys.stdout, token=args.token)
+
+
+def _add_operator(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "operator",
+        help="run the operator (kopf) in this process",
+        description="Run the WebRelease operator. Settings come from WEBRELEASE_* environment variables "
+        "(docs/operator.md); the Kubernetes API from in-cluster credentials or the kubeconfig.",
+    )
+    p.add_argument("--log-format", choices=("json", "plain", "full"), default="json")
+    p.add_argument(
+        "--log-level",
+        dest="operator_log_level",
+        choices=("quiet", "normal", "verbose", "debug"),
+        default="normal",
+    )
+    p.add_argument("--liveness", default=None, metavar="URL", help="e.g. http://0.0.0.0:8080/healthz")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    p.set_defaults(handler=_operator)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from webrelease.operator.main import OperatorOptions, run_operator
+
+    return run_operator(
+        OperatorOptions(
+            log_format=args.log_format,
+            log_level=args.operator_log_level,
+            liveness=args.liveness,
+            namespaces=tuple(args.namespace),
+        )
+    )
+
+
 # -- main --------------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_run, _add_plan, _add_verify, _add_shard]
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _add_run,
+    _add_plan,
+    _add_verify,
+    _add_shard,
+    _add_status,
+    _add_retry,
+    _add_operator,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

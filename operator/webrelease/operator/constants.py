@@ -47,5 +47,9 @@ JOB_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
 #: Set by the Job controller on every pod of a Job.
 JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 
+#: Keys of the Secret named by ``spec.storage.secretRef``: access key id, secret key, session token
+#: (optional). The shard pods get them as environment variables of the same names.
+STORAGE_SECRET_KEYS: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
 #: The shard container's name in the Job's pod template.
 CONTAINER_NAME: Final = "shard"

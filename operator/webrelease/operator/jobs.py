@@ -53,18 +53,13 @@ from webrelease.operator.constants import (
     LABEL_RELEASE,
     LABEL_STEP,
     MANAGED_BY,
+    STORAGE_SECRET_KEYS,
 )
 from webrelease.operator.sharding import ShardPlan
 
 #: Longest Job name: the Job controller puts it in a label value on every pod.
 MAX_JOB_NAME: Final = 63
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
-#: Keys of the storage Secret, passed to the pod as the variables of the same name.
-SECRET_KEYS: Final = (
-    ("AWS_ACCESS_KEY_ID", False),
-    ("AWS_SECRET_ACCESS_KEY", False),
-    ("AWS_SESSION_TOKEN", True),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +82,11 @@ class WorkerDefaults:
     run_as_group: int = 65532
     requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "250m", "memory": "256Mi"})
     limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "1Gi"})
+    service_account_name: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    #: ``ttlSecondsAfterFinished`` of the Job (None: kept until superseded or the release is deleted)
+    ttl_seconds_after_finished: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +164,9 @@ def _env(step: StepJob) -> list[dict[str, Any]]:
     ]
     secret = step.spec.storage.secret_ref
     if secret is not None:
-        for key, optional in SECRET_KEYS:
+        for key in STORAGE_SECRET_KEYS:
             ref: dict[str, Any] = {"name": secret.name, "key": key}
-            if optional:
+            if key == STORAGE_SECRET_KEYS[2]:  # the session token is optional
                 ref["optional"] = True
             env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
     return env
@@ -236,13 +236,44 @@ def build_job(step: StepJob, defaults: WorkerDefaults) -> dict[str, Any]:
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
-    if spec.worker.service_account_name:
-        pod_spec["serviceAccountName"] = spec.worker.service_account_name
-    if spec.worker.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.worker.node_selector)
-    if spec.worker.tolerations:
-        pod_spec["tolerations"] = _tolerations(spec)
+    service_account = spec.worker.service_account_name or defaults.service_account_name
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    node_selector = (
+        spec.worker.node_selector if spec.worker.node_selector is not None else defaults.node_selector
+    )
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    tolerations = (
+        _tolerations(spec) if spec.worker.tolerations is not None else [dict(t) for t in defaults.tolerations]
+    )
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     tolerated = tolerated_failures(spec.failure_policy, step.plan.customers)
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": step.plan.shards,
+        "parallelism": step.plan.parallelism,
+        "backoffLimitPerIndex": spec.failure_policy.retries_per_shard,
+        "maxFailedIndexes": max_failed_indexes(step.plan.shards, tolerated),
+        "podReplacementPolicy": "Failed",
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailIndex",
+                    "onExitCodes": {
+                        "containerName": CONTAINER_NAME,
+                        "operator": "In",
+                        "values": [EXIT_BAD_INPUT],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": dict(lbl)}, "spec": pod_spec},
+    }
+    if defaults.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = defaults.ttl_seconds_after_finished
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -256,26 +287,5 @@ def build_job(step: StepJob, defaults: WorkerDefaults) -> dict[str, Any]:
             },
             "ownerReferences": [owner_reference(step.owner)],
         },
-        "spec": {
-            "completionMode": "Indexed",
-            "completions": step.plan.shards,
-            "parallelism": step.plan.parallelism,
-            "backoffLimitPerIndex": spec.failure_policy.retries_per_shard,
-            "maxFailedIndexes": max_failed_indexes(step.plan.shards, tolerated),
-            "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailIndex",
-                        "onExitCodes": {
-                            "containerName": CONTAINER_NAME,
-                            "operator": "In",
-                            "values": [EXIT_BAD_INPUT],
-                        },
-                    },
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                ]
-            },
-            "template": {"metadata": {"labels": dict(lbl)}, "spec": pod_spec},
-        },
+        "spec": job_spec,
     }

@@ -271,9 +271,35 @@ class WebReleaseStatus(StatusModel):
         out["shardStatuses"] = [s.to_k8s() for s in self.shard_statuses]
         return out
 
+    def to_patch(self) -> dict[str, Any]:
+        """A JSON merge patch that makes ``status`` exactly this: every field of the models is
+        present, ``None`` as ``null`` (which deletes it); lists are written whole and compact."""
+        patch = _patch_of(self)
+        patch["shardStatuses"] = [s.to_k8s() for s in self.shard_statuses]
+        return patch
+
     @classmethod
     def from_k8s(cls, data: Any) -> WebReleaseStatus:
         """Read ``status`` as found on the object (``None`` or ``{}`` when new)."""
         if not data:
             return cls()
         return cls.model_validate(data)
+
+
+def _patch_of(model: BaseModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        key = info.serialization_alias or name
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out[key] = _patch_of(value)
+        elif isinstance(value, list):
+            out[key] = [
+                v.model_dump(by_alias=True, exclude_none=True, mode="json") if isinstance(v, BaseModel) else v
+                for v in value
+            ]
+        elif isinstance(value, StrEnum):
+            out[key] = value.value
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,189 @@
+"""``webrelease status`` and ``webrelease retry``: a WebRelease in a cluster, from a terminal or a script.
+
+Exit codes of ``status`` (and of ``status --wait`` once the run has ended):
+
+====  ==============================================================
+0     the run of the current generation is Complete
+2     no such WebRelease, or its spec is invalid (Accepted=False)
+3     the run ended with failed customers (Degraded or Failed)
+4     the run is still going (without ``--wait``), or ``--wait`` timed out
+====  ==============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol, TextIO
+
+from kubernetes import config as k8s_config
+
+from webrelease.operator.constants import ANNOTATION_RETRY
+from webrelease.operator.kube import Kube, api_client
+from webrelease.operator.status import ConditionType, WebReleaseStatus
+
+EXIT_COMPLETE: Final = 0
+EXIT_NOT_FOUND: Final = 2
+EXIT_FAILED_CUSTOMERS: Final = 3
+EXIT_IN_PROGRESS: Final = 4
+
+
+class ReleaseReader(Protocol):
+    def get_release(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+
+def default_namespace(kubeconfig: str | None) -> str:
+    """The current context's namespace, or ``default``."""
+    try:
+        _contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, OSError, TypeError):
+        return "default"
+    namespace = (current or {}).get("context", {}).get("namespace")
+    return str(namespace) if namespace else "default"
+
+
+def connect(kubeconfig: str | None) -> Kube:
+    return Kube(api_client(kubeconfig))
+
+
+def exit_code(body: dict[str, Any]) -> int:
+    """What the object says, as an exit code (see the module doc)."""
+    status = WebReleaseStatus.from_k8s(body.get("status"))
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    accepted = status.condition(ConditionType.ACCEPTED)
+    if accepted is not None and accepted.status == "False" and status.observed_generation == generation:
+        return EXIT_NOT_FOUND
+    if status.observed_generation != generation or status.run is None or status.run.generation != generation:
+        if status.observed_generation == generation and status.is_true(ConditionType.FAILED):
+            return EXIT_FAILED_CUSTOMERS
+        return EXIT_IN_PROGRESS
+    if status.completion_time is None or status.is_true(ConditionType.PROGRESSING):
+        return EXIT_IN_PROGRESS
+    if status.is_true(ConditionType.COMPLETE):
+        return EXIT_COMPLETE
+    return EXIT_FAILED_CUSTOMERS
+
+
+def render(body: dict[str, Any], out: TextIO, *, max_shards: int | None = None) -> None:
+    """The per-shard table and the totals, for a human."""
+    meta = body.get("metadata") or {}
+    status = WebReleaseStatus.from_k8s(body.get("status"))
+    progressing = status.condition(ConditionType.PROGRESSING)
+    headline = progressing.reason if progressing is not None else "Pending"
+    print(
+        f"WebRelease {meta.get('namespace')}/{meta.get('name')}  generation {meta.get('generation')}",
+        file=out,
+    )
+    print(f"state:      {headline}", file=out)
+    for cond in status.conditions:
+        if cond.status == "True" and cond.message:
+            print(f"  {cond.type.value}: {cond.message}", file=out)
+    accepted = status.condition(ConditionType.ACCEPTED)
+    if accepted is not None and accepted.status == "False":
+        print(f"  Accepted=False: {accepted.message}", file=out)
+    c, s, o = status.customers, status.shards, status.objects
+    print(
+        f"customers:  {c.total} total, {c.succeeded} succeeded, {c.failed} failed, {c.pending} pending",
+        file=out,
+    )
+    print(
+        f"shards:     {s.total} total, {s.succeeded} succeeded, {s.failed} failed, {s.active} active, "
+        f"{s.pending} pending",
+        file=out,
+    )
+    print(
+        f"objects:    {o.copied} copied, {o.rendered} rendered, {o.unchanged} unchanged, "
+        f"{o.deleted} deleted, {o.bytes} bytes written",
+        file=out,
+    )
+    if status.run is not None:
+        r = status.run
+        print(f"step:       {r.step.value} ({r.step_id}), Job {r.job}", file=out)
+    if status.snapshot is not None:
+        print(
+            f"snapshot:   {status.snapshot.url} "
+            f"({status.snapshot.count}, sha256 {status.snapshot.sha256[:12]}…)",
+            file=out,
+        )
+    if status.report is not None:
+        print(f"report:     {status.report.index or status.report.url}", file=out)
+    if status.start_time:
+        print(
+            f"started:    {status.start_time}"
+            + (f", ended {status.completion_time}" if status.completion_time else ""),
+            file=out,
+        )
+    rows = status.shard_statuses if max_shards is None else status.shard_statuses[:max_shards]
+    if rows:
+        print("", file=out)
+        print(
+            f"{'SHARD':>6}  {'STATE':<9}  {'CUSTOMERS':>9}  {'OK':>6}  {'FAILED':>6}  {'TRIES':>5}  "
+            f"{'SECONDS':>7}  FAILED IDS",
+            file=out,
+        )
+        for e in rows:
+            seconds = "" if e.seconds is None else str(e.seconds)
+            print(
+                f"{e.index:>6}  {e.state.value:<9}  {e.customers:>9}  {e.succeeded:>6}  {e.failed:>6}  "
+                f"{e.attempts:>5}  {seconds:>7}  {', '.join(e.failed_ids)}",
+                file=out,
+            )
+        hidden = status.shard_statuses_omitted + len(status.shard_statuses) - len(rows)
+        if hidden:
+            print(f"({hidden} more shard(s) not shown; every shard is in the report)", file=out)
+    if status.failed_customers.sample:
+        print("", file=out)
+        print(f"failed customers ({status.failed_customers.total}):", file=out)
+        for f in status.failed_customers.sample:
+            print(f"  {f.id}  (shard {f.shard}): {f.reason}", file=out)
+        more = status.failed_customers.total - len(status.failed_customers.sample)
+        if more > 0:
+            print(f"  ... and {more} more (see the report)", file=out)
+
+
+def status_command(
+    kube: ReleaseReader,
+    namespace: str,
+    name: str,
+    out: TextIO,
+    *,
+    as_json: bool = False,
+    wait: float | None = None,
+    poll: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Print the release's status; with ``wait`` (seconds), first wait for its run to end."""
+    deadline = clock() + wait if wait is not None else None
+    while True:
+        body = kube.get_release(namespace, name)
+        if body is None:
+            print(f"webrelease: WebRelease {namespace}/{name} not found", file=out)
+            return EXIT_NOT_FOUND
+        code = exit_code(body)
+        if code != EXIT_IN_PROGRESS or deadline is None or clock() >= deadline:
+            break
+        sleep(min(poll, max(0.0, deadline - clock())))
+    if as_json:
+        print(json.dumps(body.get("status") or {}, indent=2), file=out)
+    else:
+        render(body, out)
+    return code
+
+
+def retry_command(kube: Kube, namespace: str, name: str, out: TextIO, *, token: str | None = None) -> int:
+    """Set the retry annotation to a new token: the operator re-runs the customers of the last run
+    that did not succeed (once the run has ended)."""
+    token = token or datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    body = kube.annotate_release(namespace, name, {ANNOTATION_RETRY: token})
+    if body is None:
+        print(f"webrelease: WebRelease {namespace}/{name} not found", file=out)
+        return EXIT_NOT_FOUND
+    print(
+        f"{ANNOTATION_RETRY}={token} set on {namespace}/{name}: "
+        "the customers of the last run that did not succeed will be released again",
+        file=out,
+    )
+    return EXIT_COMPLETE

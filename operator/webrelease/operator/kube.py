@@ -1,0 +1,268 @@
+"""Every Kubernetes API call the operator (and ``webrelease status``/``retry``) makes, and nothing else.
+
+Objects go in and come out as plain dicts, exactly as the API serves them (camelCase JSON), so that
+the pure modules (:mod:`.aggregate`, :mod:`.jobs`) work on the same data in tests and in a
+cluster. The calls are synchronous (the ``kubernetes`` client); the async handlers run them in a
+thread (``asyncio.to_thread``). Errors other than the expected ones (404, 409) propagate as
+:class:`kubernetes.client.ApiException`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any, Final, cast
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client import ApiException
+
+from webrelease.copier.sources import missing_config_map, missing_secret
+from webrelease.operator.constants import GROUP, LABEL_RELEASE, LABEL_STEP, PLURAL, VERSION
+
+Obj = dict[str, Any]
+MERGE_PATCH: Final = "application/merge-patch+json"
+#: Seconds any one API request may take.
+REQUEST_TIMEOUT: Final = 30
+
+
+def _json(response: Any) -> Obj:
+    data: Obj = json.loads(response.data)
+    return data
+
+
+def _missing(exc: ApiException) -> bool:
+    return bool(exc.status == 404)
+
+
+def api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """A client for the cluster: in-cluster credentials when running in a pod, else the kubeconfig
+    (``kubeconfig``, or the standard ``KUBECONFIG`` lookup)."""
+    if kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return k8s.ApiClient()
+        except k8s_config.ConfigException:
+            pass
+    client: k8s.ApiClient = k8s_config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    return client
+
+
+class Kube:
+    """The API calls, bound to one ApiClient."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.api = api
+        self._custom = k8s.CustomObjectsApi(api)
+        self._batch = k8s.BatchV1Api(api)
+        self._core = k8s.CoreV1Api(api)
+
+    # -- WebRelease ---------------------------------------------------------------------------
+
+    def get_release(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _json(
+                self._custom.get_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def list_releases(self, namespace: str) -> list[Obj]:
+        out = _json(
+            self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        )
+        items: list[Obj] = out.get("items") or []
+        return items
+
+    def patch_release_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
+        """Merge-patch ``status`` (``None`` values delete fields); None if the release is gone."""
+        try:
+            return _json(
+                self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"status": dict(status)},
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def annotate_release(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> Obj | None:
+        try:
+            return _json(
+                self._custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    {"metadata": {"annotations": dict(annotations)}},
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    # -- Jobs -----------------------------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _json(
+                self._batch.read_namespaced_job(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def create_job(self, manifest: Mapping[str, Any]) -> tuple[Obj, bool]:
+        """Create the Job; if one of that name exists already, return it. ``(job, created)``."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            created = _json(
+                self._batch.create_namespaced_job(
+                    namespace,
+                    cast(Any, dict(manifest)),  # a plain dict is sent as is
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+            return created, True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get_job(namespace, manifest["metadata"]["name"])
+        if existing is None:  # deleted in between: let the caller try again
+            raise RuntimeError(f"Job {manifest['metadata']['name']} exists and does not: try again")
+        return existing, False
+
+    def delete_job(self, namespace: str, name: str) -> bool:
+        """Delete a Job and (foreground) its pods first; False if it was gone already."""
+        try:
+            self._batch.delete_namespaced_job(
+                name,
+                namespace,
+                propagation_policy="Foreground",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+            return True
+        except ApiException as exc:
+            if _missing(exc):
+                return False
+            raise
+
+    def list_jobs(self, namespace: str, release: str) -> list[Obj]:
+        out = _json(
+            self._batch.list_namespaced_job(
+                namespace,
+                label_selector=f"{LABEL_RELEASE}={release}",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+        items: list[Obj] = out.get("items") or []
+        return items
+
+    # -- Pods -----------------------------------------------------------------------------------
+
+    def list_step_pods(self, namespace: str, release: str, step_id: str) -> list[Obj]:
+        out = _json(
+            self._core.list_namespaced_pod(
+                namespace,
+                label_selector=f"{LABEL_RELEASE}={release},{LABEL_STEP}={step_id}",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+        items: list[Obj] = out.get("items") or []
+        return items
+
+    # -- ConfigMaps and Secrets (read only) ----------------------------------------------------
+
+    def config_map_value(self, namespace: str, name: str, key: str) -> str | bytes:
+        """``data[key]`` or ``binaryData[key]``; MissingReference naming the object and key."""
+        try:
+            cm = _json(
+                self._core.read_namespaced_config_map(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                raise missing_config_map(name, key, None) from None
+            raise
+        data: dict[str, str] = cm.get("data") or {}
+        binary: dict[str, str] = cm.get("binaryData") or {}
+        if key in data:
+            return data[key]
+        if key in binary:
+            return base64.b64decode(binary[key])
+        raise missing_config_map(name, key, [*data, *binary])
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded; MissingReference naming the object and key (never a value)."""
+        values = self.secret_values(namespace, name)
+        if values is None:
+            raise missing_secret(name, key, None)
+        if key not in values:
+            raise missing_secret(name, key, list(values))
+        return values[key]
+
+    def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Every key of a Secret, decoded; None if there is no such Secret."""
+        try:
+            secret = _json(
+                self._core.read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+        raw: dict[str, str] = secret.get("data") or {}
+        return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in raw.items()}
+
+
+class NamespacedReaders:
+    """The copier's ``ConfigMapReader`` and ``SecretReader`` for one namespace."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self._kube = kube
+        self._namespace = namespace
+
+    def config_map_value(self, name: str, key: str) -> str | bytes:
+        return self._kube.config_map_value(self._namespace, name, key)
+
+    def secret_value(self, name: str, key: str) -> str:
+        return self._kube.secret_value(self._namespace, name, key)

@@ -1,0 +1,823 @@
+"""The run lifecycle (SPEC §4): what the handlers do, in plain async functions.
+
+- :func:`start_run` (a new generation: create, spec change, operator start): validate, supersede the
+  previous run, snapshot the customer list, create the first step's Job.
+- :func:`advance` (the per-release daemon, in batches): fold the step's pods into status; when the
+  Job has ended, start the next step or finish the run (report index, final condition, Event);
+  after the run, act on a new retry annotation.
+
+Every decision is a pure function (:mod:`.runs`, :mod:`.aggregate`, :mod:`.conditions`,
+:mod:`.jobs`); this module sequences them with the API (:mod:`.kube`) and storage
+(:mod:`.reports`). Both entry points run under the release's lock and start from a fresh read of
+the object, so they never act on stale status. Status is written whole (:meth:`to_patch`), once per
+pass, and only when it changed.
+
+Idempotency: Job names are deterministic per step, snapshots are canonical (same list, same
+bytes, same sha256), and status is written after the Job exists. A restart at any point re-does
+at most a snapshot and finds the Job already there (``create_job`` returns it): never a second Job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+
+from webrelease.copier.customers import CustomerListError
+from webrelease.copier.snapshot import SnapshotError
+from webrelease.copier.sources import SourceError
+from webrelease.copier.spec import SpecError, WebReleaseSpec, parse_spec
+from webrelease.copier.storage import Credentials, InvalidUrl, Location, StorageError, parse_url
+from webrelease.operator.aggregate import (
+    Decision,
+    PodAttempt,
+    StepFold,
+    decide,
+    fold_step,
+    job_view,
+    pod_attempt,
+)
+from webrelease.operator.conditions import Outcome, Reason, finished, invalid, running, set_condition
+from webrelease.operator.constants import (
+    ANNOTATION_RETRY,
+    LABEL_GENERATION,
+    LABEL_RELEASE,
+    LABEL_STEP,
+)
+from webrelease.operator.events import EventReason, post
+from webrelease.operator.jobs import Owner, StepJob, WorkerDefaults, build_job, job_name
+from webrelease.operator.kube import Kube, NamespacedReaders
+from webrelease.operator.metrics import OperatorMetrics, RunOutcome, ShardOutcome
+from webrelease.operator.reports import (
+    CredentialsError,
+    ReleaseStorage,
+    credentials_from_secret,
+    failed_customers,
+    index_document,
+    run_location,
+    step_entry,
+)
+from webrelease.operator.runs import (
+    CanaryError,
+    StepStart,
+    canary_ids,
+    first_step,
+    not_succeeded,
+    plan_step,
+    progress_message,
+    run_id,
+    select,
+    started_status,
+    step_folder,
+    step_id,
+)
+from webrelease.operator.settings import OperatorSettings
+from webrelease.operator.sharding import ShardPlan
+from webrelease.operator.status import (
+    Carried,
+    ConditionType,
+    ReportRef,
+    SnapshotRef,
+    StepKind,
+    WebReleaseStatus,
+)
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+#: Seconds between checks while an old Job is being deleted.
+SUPERSEDE_POLL: Final = 2.0
+_OUTCOME_EVENTS: Final = {
+    Outcome.COMPLETE: EventReason.RUN_COMPLETE,
+    Outcome.DEGRADED: EventReason.RUN_DEGRADED,
+    Outcome.FAILED: EventReason.RUN_FAILED,
+}
+_OUTCOME_METRIC: Final = {
+    Outcome.COMPLETE: RunOutcome.COMPLETE,
+    Outcome.DEGRADED: RunOutcome.DEGRADED,
+    Outcome.FAILED: RunOutcome.FAILED,
+}
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ------------------------------------------------------------------------------------- context
+
+
+class PodBook:
+    """The latest state of every shard pod the watch has shown, by release and step (in memory;
+    a restarted operator lists the pods again)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[tuple[str, str, str], dict[str, PodAttempt]] = {}
+
+    @staticmethod
+    def _key(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        release, step = labels.get(LABEL_RELEASE), labels.get(LABEL_STEP)
+        if not release or not step:
+            return None
+        return str(meta.get("namespace", "")), str(release), str(step)
+
+    def observe(self, pod: Mapping[str, Any]) -> tuple[tuple[str, str], PodAttempt | None, bool]:
+        """Record a pod; returns ``((namespace, release), attempt, just_finished)``."""
+        key = self._key(pod)
+        attempt = pod_attempt(pod)
+        if key is None or attempt is None:
+            return ("", ""), None, False
+        pods = self._steps.setdefault(key, {})
+        before = pods.get(attempt.name)
+        pods[attempt.name] = attempt
+        return (key[0], key[1]), attempt, attempt.terminal and (before is None or not before.terminal)
+
+    def replace(self, namespace: str, release: str, step: str, pods: Sequence[Mapping[str, Any]]) -> None:
+        """What a fresh list says (pods no longer listed keep their last known state)."""
+        known = self._steps.setdefault((namespace, release, step), {})
+        for pod in pods:
+            attempt = pod_attempt(pod)
+            if attempt is not None:
+                known[attempt.name] = attempt
+
+    def attempts(self, namespace: str, release: str, step: str) -> list[PodAttempt]:
+        return list(self._steps.get((namespace, release, step), {}).values())
+
+    def forget(self, namespace: str, release: str, keep: str | None = None) -> None:
+        for key in [k for k in self._steps if k[:2] == (namespace, release) and k[2] != keep]:
+            del self._steps[key]
+
+
+@dataclass
+class Context:
+    """What every handler shares (kopf ``memo``): settings, the API, metrics, in-memory state."""
+
+    settings: OperatorSettings
+    kube: Kube
+    metrics: OperatorMetrics
+    pods: PodBook = field(default_factory=PodBook)
+    now: Callable[[], str] = utcnow
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    _wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def waker(self, namespace: str, name: str) -> asyncio.Event:
+        return self._wakers.setdefault((namespace, name), asyncio.Event())
+
+    def wake(self, namespace: str, name: str) -> None:
+        self.waker(namespace, name).set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+        self._wakers.pop((namespace, name), None)
+        self.pods.forget(namespace, name)
+
+    def worker_defaults(self) -> WorkerDefaults:
+        s = self.settings
+        return WorkerDefaults(
+            image=s.worker_image,
+            command=tuple(s.worker_command),
+            image_pull_policy=s.worker_image_pull_policy,
+            run_as_user=s.worker_uid,
+            run_as_group=s.worker_gid,
+            requests=dict(s.worker_resources.requests),
+            limits=dict(s.worker_resources.limits),
+            service_account_name=s.worker_service_account_name,
+            node_selector=dict(s.worker_node_selector),
+            tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in s.worker_tolerations),
+            ttl_seconds_after_finished=s.worker_ttl_seconds_after_finished,
+        )
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class Release:
+    """A WebRelease as read from the API, with the parts every step needs."""
+
+    body: Obj
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    status: WebReleaseStatus
+
+    @classmethod
+    def of(cls, body: Obj) -> Release:
+        meta = body.get("metadata") or {}
+        try:
+            status = WebReleaseStatus.from_k8s(body.get("status"))
+        except ValueError:
+            log.warning(
+                "status of %s/%s is unreadable; starting from scratch",
+                meta.get("namespace"),
+                meta.get("name"),
+            )
+            status = WebReleaseStatus()
+        return cls(
+            body=body,
+            namespace=str(meta["namespace"]),
+            name=str(meta["name"]),
+            uid=str(meta["uid"]),
+            generation=int(meta.get("generation") or 1),
+            status=status,
+        )
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.name, self.namespace, self.uid)
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        annotations: Mapping[str, str] = (self.body.get("metadata") or {}).get("annotations") or {}
+        return annotations
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+async def write_status(ctx: Context, rel: Release, new: WebReleaseStatus) -> None:
+    """Write ``new`` as the whole status, unless it is what is there already."""
+    if new == rel.status:
+        return
+    await _call(ctx.kube.patch_release_status, rel.namespace, rel.name, new.to_patch())
+
+
+def validate(body: Mapping[str, Any]) -> WebReleaseSpec:
+    """The spec, re-validated with the same models as the CRD, plus what a cluster needs.
+    SpecError names the field."""
+    spec = parse_spec(body.get("spec") or {})
+    for field_name, url in (
+        ("spec.source.url", spec.source.url),
+        ("spec.target.url", spec.target.url),
+        ("spec.customers.url", spec.customers.url),
+        ("spec.overrides.url", spec.overrides.url if spec.overrides else None),
+        ("spec.reports.url", spec.reports.url),
+    ):
+        if url is None:
+            continue
+        if not url.startswith("s3://"):
+            raise SpecError(field_name, f"{url!r}: a cluster needs s3:// (file:// is for local runs)")
+        try:
+            parse_url(url[: url.index("{")] if "{" in url else url.rsplit("/", 1)[0] + "/")
+        except InvalidUrl as exc:
+            raise SpecError(field_name, str(exc)) from None
+    return spec
+
+
+async def _credentials(ctx: Context, rel: Release, spec: WebReleaseSpec) -> Credentials | None:
+    ref = spec.storage.secret_ref
+    if ref is None:
+        return None
+    values = await _call(ctx.kube.secret_values, rel.namespace, ref.name)
+    return credentials_from_secret(ref.name, values)
+
+
+async def _storage(ctx: Context, rel: Release, spec: WebReleaseSpec) -> ReleaseStorage:
+    return ReleaseStorage.open(spec, await _credentials(ctx, rel, spec))
+
+
+def _temporary(ctx: Context, retry: int, message: str) -> kopf.TemporaryError:
+    return kopf.TemporaryError(message, delay=min(60.0, 2.0 * (retry + 1)))
+
+
+async def _fail_run(
+    ctx: Context, rel: Release, reason: Reason, message: str, event: EventReason, *, accepted: bool = True
+) -> None:
+    """The run of this generation cannot go on: Failed with ``reason``; no Job is left running."""
+    conditions = finished(
+        rel.status.conditions,
+        Outcome.FAILED,
+        reason,
+        message,
+        generation=rel.generation,
+        now=ctx.now(),
+        accepted=accepted,
+    )
+    new = rel.status.model_copy(
+        update={"observed_generation": rel.generation, "conditions": conditions, "completion_time": ctx.now()}
+    )
+    await write_status(ctx, rel, new)
+    post(rel.body, event, message)
+
+
+async def _supersede(ctx: Context, rel: Release) -> list[str]:
+    """Delete every Job of this release made for another generation; the names still going away."""
+    jobs: list[Obj] = await _call(ctx.kube.list_jobs, rel.namespace, rel.name)
+    going: list[str] = []
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        if (meta.get("labels") or {}).get(LABEL_GENERATION) == str(rel.generation):
+            continue
+        going.append(str(meta["name"]))
+        if not meta.get("deletionTimestamp"):
+            await _call(ctx.kube.delete_job, rel.namespace, meta["name"])
+    run = rel.status.run
+    if going and run is not None and run.generation != rel.generation and rel.status.completion_time is None:
+        ctx.metrics.run_finished(
+            rel.namespace,
+            rel.name,
+            RunOutcome.SUPERSEDED,
+            succeeded=rel.status.customers.succeeded,
+            failed=rel.status.customers.failed,
+        )
+        post(
+            rel.body,
+            EventReason.SUPERSEDED,
+            f"generation {rel.generation} supersedes the run of generation "
+            f"{run.generation}: deleting Job {run.job}",
+        )
+    return going
+
+
+async def _delete_other_jobs(ctx: Context, rel: Release, keep: str) -> None:
+    jobs: list[Obj] = await _call(ctx.kube.list_jobs, rel.namespace, rel.name)
+    for job in jobs:
+        name = job["metadata"]["name"]
+        if name != keep and not job["metadata"].get("deletionTimestamp"):
+            await _call(ctx.kube.delete_job, rel.namespace, name)
+
+
+async def _create_step(
+    ctx: Context,
+    rel: Release,
+    spec: WebReleaseSpec,
+    *,
+    kind: StepKind,
+    snapshot: SnapshotRef,
+    folder: Location,
+    carried: Carried,
+    rest_pending: bool,
+    retry_token: str | None,
+    retries: int,
+    run_snapshot: SnapshotRef,
+    run_folder: Location,
+    new_run: bool,
+    reason: EventReason,
+) -> None:
+    sid = step_id(rel.generation, kind, retries)
+    plan = plan_step(spec, snapshot.count)
+    manifest = build_job(
+        StepJob(
+            owner=rel.owner,
+            spec=spec,
+            generation=rel.generation,
+            step_id=sid,
+            plan=plan,
+            snapshot_url=snapshot.url,
+            snapshot_sha256=snapshot.sha256,
+            report_url=folder.url,
+        ),
+        ctx.worker_defaults(),
+    )
+    job, created = await _call(ctx.kube.create_job, manifest)
+    owners = [o.get("uid") for o in (job.get("metadata") or {}).get("ownerReferences") or []]
+    if rel.uid not in owners:
+        raise kopf.TemporaryError(
+            f"Job {manifest['metadata']['name']} belongs to another (deleted) WebRelease; "
+            "waiting for it to go",
+            delay=SUPERSEDE_POLL,
+        )
+    start = StepStart(
+        generation=rel.generation,
+        kind=kind,
+        step_id=sid,
+        job=manifest["metadata"]["name"],
+        snapshot=snapshot,
+        plan=plan,
+        carried=carried,
+        rest_pending=rest_pending,
+        retry_token=retry_token,
+        retries=retries,
+        now=ctx.now(),
+    )
+    new = started_status(
+        rel.status,
+        start,
+        total_customers=run_snapshot.count,
+        run_snapshot=run_snapshot,
+        report_url=run_folder.url,
+        new_run=new_run,
+    )
+    await write_status(ctx, rel, new)
+    ctx.pods.forget(rel.namespace, rel.name, keep=sid)
+    await _delete_other_jobs(ctx, rel, keep=start.job)
+    ctx.metrics.run_started(rel.namespace, rel.name, resumed=not created or not new_run)
+    ctx.metrics.set_progress(
+        rel.namespace,
+        rel.name,
+        customers=new.customers.model_dump(),
+        shards=new.shards.model_dump(exclude={"pending"}),
+    )
+    what = f"{snapshot.count} customer(s) in {plan.shards} shard(s)"
+    post(rel.body, reason, f"Job {start.job} {'created' if created else 'found'}: {kind.value} step, {what}")
+
+
+# ---------------------------------------------------------------------------------- start_run
+
+
+async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
+    """Start the run of the object's generation, unless it has started already.
+
+    Raises ``kopf.PermanentError`` (after writing a Failed condition) when the spec or the customer
+    list is invalid, and ``kopf.TemporaryError`` while an old Job is going away or a passing problem
+    (a missing Secret, storage unreachable) lasts.
+    """
+    rel = Release.of(body)
+    status = rel.status
+    try:
+        spec = validate(body)
+    except SpecError as exc:
+        await _supersede(ctx, rel)
+        message = str(exc)
+        if status.observed_generation != rel.generation or not status.is_true(ConditionType.FAILED):
+            new = status.model_copy(
+                update={
+                    "observed_generation": rel.generation,
+                    "conditions": invalid(
+                        status.conditions, message, generation=rel.generation, now=ctx.now()
+                    ),
+                }
+            )
+            await write_status(ctx, rel, new)
+            post(rel.body, EventReason.INVALID_SPEC, message)
+        raise kopf.PermanentError(message) from None
+    run = status.run
+    if run is not None and run.generation == rel.generation:
+        return  # started already (an operator restart, or a repeated event)
+    if status.observed_generation == rel.generation and status.is_true(ConditionType.FAILED):
+        return  # this generation failed before its first Job (e.g. a bad customer list)
+
+    going = await _supersede(ctx, rel)
+    if going:
+        conditions = set_condition(
+            status.conditions,
+            ConditionType.PROGRESSING,
+            "True",
+            Reason.SUPERSEDING,
+            f"waiting for Job(s) {', '.join(going)} of an earlier generation to be deleted",
+            generation=rel.generation,
+            now=ctx.now(),
+        )
+        await write_status(ctx, rel, status.model_copy(update={"conditions": conditions}))
+        raise kopf.TemporaryError(
+            f"waiting for Job(s) {', '.join(going)} to be deleted", delay=SUPERSEDE_POLL
+        )
+
+    try:
+        storage = await _storage(ctx, rel, spec)
+        readers = NamespacedReaders(ctx.kube, rel.namespace)
+        records = await _call(lambda: storage.load_customers(secrets=readers, config_maps=readers))
+    except (CustomerListError, SourceError) as exc:
+        await _fail_run(ctx, rel, Reason.INVALID_CUSTOMER_LIST, str(exc), EventReason.INVALID_CUSTOMER_LIST)
+        raise kopf.PermanentError(str(exc)) from None
+    except (CredentialsError, StorageError) as exc:
+        if retry >= ctx.settings.temporary_retries:
+            await _fail_run(ctx, rel, Reason.SNAPSHOT_FAILED, str(exc), EventReason.STORAGE_PROBLEM)
+            raise kopf.PermanentError(str(exc)) from None
+        post(rel.body, EventReason.STORAGE_PROBLEM, f"{exc} (try {retry + 1}, will try again)")
+        raise _temporary(ctx, retry, str(exc)) from None
+
+    rid = run_id(rel.generation, rel.uid)
+    run_folder = run_location(spec, rel.namespace, rel.name, rid)
+    kind, rest_pending = first_step(spec)
+    step_records = records
+    if kind == StepKind.CANARY:
+        assert spec.canary is not None
+        try:
+            canaries = canary_ids([str(r["id"]) for r in records], spec.canary)
+        except CanaryError as exc:
+            await _fail_run(
+                ctx, rel, Reason.INVALID_CUSTOMER_LIST, str(exc), EventReason.INVALID_CUSTOMER_LIST
+            )
+            raise kopf.PermanentError(str(exc)) from None
+        step_records = select(records, canaries)
+        if len(step_records) == len(records):
+            kind, rest_pending = StepKind.MAIN, False
+    try:
+        run_snapshot = await _call(storage.write_snapshot, run_folder, records)
+        folder = run_folder.child(step_folder(kind))
+        snapshot = run_snapshot
+        if step_records is not records:
+            snapshot = await _call(storage.write_snapshot, folder, step_records)
+    except StorageError as exc:
+        raise _temporary(ctx, retry, f"writing the snapshot to {run_folder.url}: {exc}") from None
+    post(
+        rel.body, EventReason.SNAPSHOT_WRITTEN, f"{run_snapshot.count} customers frozen in {run_snapshot.url}"
+    )
+    await _create_step(
+        ctx,
+        rel,
+        spec,
+        kind=kind,
+        snapshot=snapshot,
+        folder=folder,
+        carried=Carried(),
+        rest_pending=rest_pending,
+        retry_token=rel.annotations.get(ANNOTATION_RETRY),
+        retries=0,
+        run_snapshot=run_snapshot,
+        run_folder=run_folder,
+        new_run=True,
+        reason=EventReason.STEP_STARTED,
+    )
+
+
+# ------------------------------------------------------------------------------------- advance
+
+
+async def advance(ctx: Context, body: Obj, *, relist: bool = False) -> None:
+    """Bring the status of the current run up to date; end the step or the run when its Job has ended;
+    start a retry when the annotation asks for one. Does nothing for a generation :func:`start_run`
+    has not started yet."""
+    rel = Release.of(body)
+    status, run = rel.status, rel.status.run
+    if run is None or run.generation != rel.generation or status.observed_generation != rel.generation:
+        return
+    spec = validate(body)
+    if status.completion_time is not None:
+        token = rel.annotations.get(ANNOTATION_RETRY)
+        if token and token != run.retry_token:
+            await _retry(ctx, rel, spec, token)
+        return
+    if status.report is None or status.snapshot is None:
+        return
+
+    job: Obj | None = await _call(ctx.kube.get_job, rel.namespace, run.job)
+    plan = ShardPlan(
+        customers=run.snapshot.count,
+        size=run.customers_per_shard,
+        shards=run.shards,
+        parallelism=min(spec.sharding.parallelism, run.shards),
+    )
+    run_folder = parse_url(status.report.url)
+    folder = run_folder.child(step_folder(run.step, run.retries))
+    if job is None:
+        await _recreate_job(ctx, rel, spec, plan, folder)
+        return
+    view = job_view(job)
+    if relist or view.finished:
+        pods: list[Obj] = await _call(ctx.kube.list_step_pods, rel.namespace, rel.name, run.step_id)
+        ctx.pods.replace(rel.namespace, rel.name, run.step_id, pods)
+    fold = fold_step(
+        plan,
+        total_customers=status.snapshot.count,
+        carried=run.carried,
+        pods=ctx.pods.attempts(rel.namespace, rel.name, run.step_id),
+        job=view,
+    )
+    ctx.metrics.set_progress(
+        rel.namespace,
+        rel.name,
+        customers=fold.customers.model_dump(),
+        shards=fold.shards.model_dump(exclude={"pending"}),
+    )
+    if not fold.finished:
+        message = progress_message(
+            run.step,
+            fold.shards.succeeded + fold.shards.failed,
+            fold.shards.total,
+            fold.customers.succeeded + fold.customers.failed,
+            fold.customers.total,
+        )
+        reason = {StepKind.CANARY: Reason.CANARY, StepKind.RETRY: Reason.RETRYING}.get(
+            run.step, Reason.RUNNING
+        )
+        conditions = running(status.conditions, reason, message, generation=rel.generation, now=ctx.now())
+        await write_status(ctx, rel, _with_fold(status, fold, conditions))
+        return
+
+    decision = decide(run.step, fold, rest_pending=run.rest_pending, policy=spec.failure_policy)
+    storage = await _storage(ctx, rel, spec)
+    end = StepEnd(rel, spec, storage, fold, run_folder, folder)
+    if decision.next_step == StepKind.REST:
+        await _start_rest(ctx, end)
+        return
+    await _finish(ctx, end, decision)
+
+
+def _with_fold(status: WebReleaseStatus, fold: StepFold, conditions: list[Any]) -> WebReleaseStatus:
+    return status.model_copy(
+        update={
+            "conditions": conditions,
+            "progress": fold.progress,
+            "customers": fold.customers,
+            "shards": fold.shards,
+            "objects": fold.objects,
+            "shard_statuses": fold.shard_statuses,
+            "shard_statuses_omitted": fold.shard_statuses_omitted,
+            "failed_customers": fold.failed_customers,
+        }
+    )
+
+
+async def _recreate_job(
+    ctx: Context, rel: Release, spec: WebReleaseSpec, plan: ShardPlan, folder: Location
+) -> None:
+    """The step's Job is gone before the step ended (deleted by hand): make it again (same name;
+    shards redo only what differs)."""
+    run = rel.status.run
+    assert run is not None
+    manifest = build_job(
+        StepJob(
+            owner=rel.owner,
+            spec=spec,
+            generation=rel.generation,
+            step_id=run.step_id,
+            plan=plan,
+            snapshot_url=run.snapshot.url,
+            snapshot_sha256=run.snapshot.sha256,
+            report_url=folder.url,
+        ),
+        ctx.worker_defaults(),
+    )
+    _job, created = await _call(ctx.kube.create_job, manifest)
+    if created:
+        ctx.pods.forget(rel.namespace, rel.name)
+        post(
+            rel.body,
+            EventReason.JOB_RECREATED,
+            f"Job {run.job} was deleted before the step ended; created again",
+        )
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """A step whose Job has ended, and where its results are."""
+
+    rel: Release
+    spec: WebReleaseSpec
+    storage: ReleaseStorage
+    fold: StepFold
+    run_folder: Location
+    folder: Location
+
+
+async def _start_rest(ctx: Context, end: StepEnd) -> None:
+    rel, spec, fold = end.rel, end.spec, end.fold
+    status, run = rel.status, rel.status.run
+    assert run is not None and status.snapshot is not None and spec.canary is not None
+    records = await _call(end.storage.read_snapshot, status.snapshot)
+    canaries = canary_ids([str(r["id"]) for r in records], spec.canary)
+    rest = select(records, canaries, keep=False)
+    rest_folder = end.run_folder.child(step_folder(StepKind.REST))
+    await _write_index(end, final=None, outcome=None, reason=Reason.RUNNING, message="canary done")
+    snapshot = await _call(end.storage.write_snapshot, rest_folder, rest)
+    post(rel.body, EventReason.CANARY_SUCCEEDED, f"all {fold.step_succeeded} canary customers succeeded")
+    await _create_step(
+        ctx,
+        rel,
+        spec,
+        kind=StepKind.REST,
+        snapshot=snapshot,
+        folder=rest_folder,
+        carried=Carried(succeeded=fold.customers.succeeded, objects=fold.objects),
+        rest_pending=False,
+        retry_token=run.retry_token,
+        retries=run.retries,
+        run_snapshot=status.snapshot,
+        run_folder=end.run_folder,
+        new_run=False,
+        reason=EventReason.STEP_STARTED,
+    )
+
+
+async def _write_index(
+    end: StepEnd, *, final: WebReleaseStatus | None, outcome: Outcome | None, reason: Reason, message: str
+) -> str:
+    """Add the ended step to the run's ``index.json`` (with every failed customer); its URL."""
+    rel, fold, storage = end.rel, end.fold, end.storage
+    run = rel.status.run
+    assert run is not None
+    step_records = None
+    if any(v.failed and v.summary is None for v in fold.views):
+        step_records = await _call(storage.read_snapshot, run.snapshot)
+    failed = await _call(failed_customers, storage, end.folder, fold, run.customers_per_shard, step_records)
+    previous = await _call(storage.read_index, end.run_folder)
+    doc = index_document(
+        previous,
+        namespace=rel.namespace,
+        name=rel.name,
+        generation=rel.generation,
+        run_id=run_id(rel.generation, rel.uid),
+        spec=end.spec,
+        status=final or _with_fold(rel.status, fold, list(rel.status.conditions)),
+        step=step_entry(run, fold, end.folder),
+        failed=failed,
+        outcome=outcome.value if outcome is not None else None,
+        reason=reason.value,
+        message=message,
+    )
+    url: str = await _call(storage.write_index, end.run_folder, doc)
+    return url
+
+
+async def _finish(ctx: Context, end: StepEnd, decision: Decision) -> None:
+    rel, fold = end.rel, end.fold
+    status = rel.status
+    assert decision.outcome is not None and status.report is not None
+    now = ctx.now()
+    conditions = finished(
+        status.conditions,
+        decision.outcome,
+        decision.reason,
+        decision.message,
+        generation=rel.generation,
+        now=now,
+    )
+    final = _with_fold(status, fold, conditions).model_copy(update={"completion_time": now})
+    try:
+        index = await _write_index(
+            end, final=final, outcome=decision.outcome, reason=decision.reason, message=decision.message
+        )
+    except StorageError as exc:
+        post(
+            rel.body, EventReason.STORAGE_PROBLEM, f"writing the report index to {end.run_folder.url}: {exc}"
+        )
+        raise
+    final = final.model_copy(update={"report": ReportRef(url=status.report.url, index=index)})
+    await write_status(ctx, rel, final)
+    post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"{decision.message}; report: {index}")
+    ctx.metrics.run_finished(
+        rel.namespace,
+        rel.name,
+        _OUTCOME_METRIC[decision.outcome],
+        succeeded=fold.customers.succeeded,
+        failed=fold.customers.failed + fold.customers.pending,
+        duration_seconds=_seconds_between(status.start_time, now),
+    )
+
+
+def _seconds_between(start: str | None, end: str) -> float | None:
+    if start is None:
+        return None
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (b - a).total_seconds()
+
+
+async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -> None:
+    """The retry annotation has a new value: re-run the customers of the last step that did not succeed."""
+    status, run = rel.status, rel.status.run
+    assert run is not None and status.report is not None and status.snapshot is not None
+    record_only = status.model_copy(update={"run": run.model_copy(update={"retry_token": token})})
+    if spec.dry_run:
+        await write_status(ctx, rel, record_only)
+        post(rel.body, EventReason.NOTHING_TO_RETRY, "a dry run writes nothing: there is nothing to retry")
+        return
+    storage = await _storage(ctx, rel, spec)
+    run_folder = parse_url(status.report.url)
+    previous = run_folder.child(step_folder(run.step, run.retries))
+    try:
+        records = await _call(storage.read_snapshot, run.snapshot)
+        succeeded = await _call(storage.succeeded_ids, previous, run.shards)
+    except (StorageError, SnapshotError) as exc:
+        post(rel.body, EventReason.STORAGE_PROBLEM, f"retry: reading the last step's results: {exc}")
+        return
+    again = not_succeeded(records, succeeded)
+    if not again:
+        await write_status(ctx, rel, record_only)
+        post(rel.body, EventReason.NOTHING_TO_RETRY, "every customer of the last run succeeded")
+        return
+    retries = run.retries + 1
+    folder = run_folder.child(step_folder(StepKind.RETRY, retries))
+    snapshot = await _call(storage.write_snapshot, folder, again)
+    await _create_step(
+        ctx,
+        rel,
+        spec,
+        kind=StepKind.RETRY,
+        snapshot=snapshot,
+        folder=folder,
+        carried=Carried(succeeded=status.customers.succeeded, objects=status.objects),
+        rest_pending=run.rest_pending,
+        retry_token=token,
+        retries=retries,
+        run_snapshot=status.snapshot,
+        run_folder=run_folder,
+        new_run=False,
+        reason=EventReason.RETRY_STARTED,
+    )
+
+
+def shard_finished(ctx: Context, namespace: str, release: str, attempt: PodAttempt) -> None:
+    """Metrics for one shard pod that has just ended."""
+    seconds = attempt.summary.seconds if attempt.summary is not None else 0.0
+    outcome = ShardOutcome.SUCCEEDED if attempt.phase == "Succeeded" else ShardOutcome.FAILED
+    ctx.metrics.shard_finished(namespace, release, outcome, seconds)
+
+
+__all__ = ["Context", "PodBook", "advance", "job_name", "shard_finished", "start_run", "validate"]

@@ -1,0 +1,229 @@
+"""What the operator reads and writes in object storage: the customer list, snapshots, the shards'
+results and the run's report index (``index.json``).
+
+Credentials: ``spec.storage.secretRef`` names a Secret in the release's namespace (keys
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optional ``AWS_SESSION_TOKEN``), read through the
+API; without it the operator's own identity is used (environment, web identity, instance role),
+as the shard pods use theirs. Calls are synchronous; handlers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from webrelease.copier.customers import load_customers, source_for
+from webrelease.copier.results import CustomerResult, decode_results
+from webrelease.copier.snapshot import INDEX_NAME, read_snapshot, shard_results_key, write_snapshot
+from webrelease.copier.snapshot import SnapshotRef as CopierSnapshotRef
+from webrelease.copier.sources import ConfigMapReader, SecretReader
+from webrelease.copier.spec import WebReleaseSpec
+from webrelease.copier.storage import Credentials, Location, NotFound, parse_url
+from webrelease.copier.stores import StoreSet
+from webrelease.operator.aggregate import StepFold
+from webrelease.operator.constants import STORAGE_SECRET_KEYS
+from webrelease.operator.status import RunStatus, SnapshotRef, WebReleaseStatus
+
+Record = dict[str, Any]
+_KEY_ID, _KEY_SECRET, _KEY_TOKEN = STORAGE_SECRET_KEYS
+#: Requests in flight when reading many shard results at once.
+READ_PARALLELISM: Final = 16
+#: Failed customers listed in full in ``index.json`` (beyond this, the shard files have them).
+INDEX_FAILED_MAX: Final = 100_000
+
+
+class CredentialsError(ValueError):
+    """``spec.storage.secretRef`` names a Secret that is missing or lacks a key."""
+
+
+def credentials_from_secret(name: str, values: Mapping[str, str] | None) -> Credentials:
+    """Credentials from the Secret's decoded values (None: no such Secret). Names keys, never values."""
+    if values is None:
+        raise CredentialsError(f"spec.storage.secretRef: Secret {name!r} not found")
+    missing = [k for k in (_KEY_ID, _KEY_SECRET) if not values.get(k)]
+    if missing:
+        raise CredentialsError(f"spec.storage.secretRef: Secret {name!r} has no {' or '.join(missing)}")
+    return Credentials(
+        access_key_id=values[_KEY_ID],
+        secret_access_key=values[_KEY_SECRET],
+        session_token=values.get(_KEY_TOKEN) or None,
+    )
+
+
+def _ref(ref: CopierSnapshotRef) -> SnapshotRef:
+    return SnapshotRef(url=ref.url, sha256=ref.sha256, count=ref.count)
+
+
+def run_location(spec: WebReleaseSpec, namespace: str, name: str, run: str) -> Location:
+    """``<reports.url>/<namespace>/<name>/<run>/``."""
+    return parse_url(spec.reports.url).child(namespace).child(name).child(run)
+
+
+@dataclass
+class ReleaseStorage:
+    """Object storage as one release sees it."""
+
+    spec: WebReleaseSpec
+    stores: StoreSet
+
+    @classmethod
+    def open(cls, spec: WebReleaseSpec, credentials: Credentials | None) -> ReleaseStorage:
+        return cls(spec, StoreSet(spec.storage, max_in_flight=READ_PARALLELISM, credentials=credentials))
+
+    def load_customers(self, *, secrets: SecretReader, config_maps: ConfigMapReader) -> list[Record]:
+        """The validated, sorted list (CustomerListError naming lines; StorageError if unreadable)."""
+        source = source_for(self.spec.customers, self.stores, secrets=secrets, config_maps=config_maps)
+        return load_customers(source, target_template=self.spec.target.url)
+
+    def write_snapshot(self, folder: Location, records: Sequence[Record]) -> SnapshotRef:
+        """``<folder>/customers.jsonl``: canonical bytes, so the same list gives the same sha256."""
+        return _ref(write_snapshot(self.stores(folder), folder, records))
+
+    def read_snapshot(self, ref: SnapshotRef) -> list[Record]:
+        return read_snapshot(self.stores(parse_url(ref.url.rsplit("/", 1)[0] + "/")), ref.url, ref.sha256)
+
+    def shard_results(self, folder: Location, index: int) -> list[CustomerResult] | None:
+        """One shard's per-customer results, or None if it wrote none (it never got that far)."""
+        try:
+            data = self.stores(folder).get(folder, shard_results_key(index))
+        except NotFound:
+            return None
+        return decode_results(data)
+
+    def step_results(
+        self, folder: Location, indexes: Sequence[int]
+    ) -> dict[int, list[CustomerResult] | None]:
+        with ThreadPoolExecutor(max_workers=READ_PARALLELISM, thread_name_prefix="results") as pool:
+            return dict(zip(indexes, pool.map(lambda i: self.shard_results(folder, i), indexes), strict=True))
+
+    def succeeded_ids(self, folder: Location, shards: int) -> frozenset[str]:
+        """Every customer of the step whose latest result is ``ok``."""
+        ok: set[str] = set()
+        for results in self.step_results(folder, range(shards)).values():
+            ok.update(r.id for r in results or () if r.ok)
+        return frozenset(ok)
+
+    def read_index(self, run: Location) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.stores(run).get(run, INDEX_NAME))
+        except NotFound:
+            return None
+        except ValueError:
+            return None  # not ours, or torn: it is rewritten whole below
+        return data
+
+    def write_index(self, run: Location, doc: Mapping[str, Any]) -> str:
+        body = json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n"
+        self.stores(run).put(run, INDEX_NAME, body, content_type="application/json")
+        return run.url + INDEX_NAME
+
+
+# ----------------------------------------------------------------------------------- the index
+
+
+def step_entry(run: RunStatus, fold: StepFold, folder: Location) -> dict[str, Any]:
+    """One step of the run in ``index.json``: its Job, its customers and every shard's result file."""
+    shards = []
+    for v in fold.views:
+        entry: dict[str, Any] = {
+            "index": v.index,
+            "state": v.state.value,
+            "customers": v.customers,
+            "succeeded": v.succeeded,
+            "failed": v.failed,
+            "attempts": v.attempts,
+            "results": folder.url + shard_results_key(v.index),
+        }
+        if v.duration_seconds is not None:
+            entry["seconds"] = v.duration_seconds
+        if v.error:
+            entry["error"] = v.error
+        if v.summary is not None:
+            entry["objects"] = v.summary.objects.model_dump()
+        shards.append(entry)
+    return {
+        "step": run.step.value,
+        "stepId": run.step_id,
+        "job": run.job,
+        "folder": folder.url,
+        "snapshot": run.snapshot.model_dump(mode="json"),
+        "customers": run.snapshot.count,
+        "succeeded": fold.step_succeeded,
+        "failed": fold.step_failed,
+        "shards": shards,
+    }
+
+
+def failed_customers(
+    storage: ReleaseStorage,
+    folder: Location,
+    fold: StepFold,
+    size: int,
+    step_records: Sequence[Record] | None,
+) -> list[dict[str, Any]]:
+    """Every customer of the step that did not succeed, with its reason (from the shards' files;
+    a shard that wrote none contributes its whole slice, with the shard's error as the reason)."""
+    failed_views = [v for v in fold.views if v.failed]
+    results = storage.step_results(folder, [v.index for v in failed_views])
+    out: list[dict[str, Any]] = []
+    for v in failed_views:
+        rows = results.get(v.index)
+        if rows is not None:
+            out.extend({"id": r.id, "reason": r.reason or "", "shard": v.index} for r in rows if not r.ok)
+        elif step_records is not None:
+            start = v.index * size
+            reason = v.error or "the shard wrote no results"
+            out.extend(
+                {"id": str(r["id"]), "reason": reason, "shard": v.index}
+                for r in step_records[start : start + v.customers]
+            )
+        if len(out) >= INDEX_FAILED_MAX:
+            break
+    return out[:INDEX_FAILED_MAX]
+
+
+def index_document(
+    previous: Mapping[str, Any] | None,
+    *,
+    namespace: str,
+    name: str,
+    generation: int,
+    run_id: str,
+    spec: WebReleaseSpec,
+    status: WebReleaseStatus,
+    step: Mapping[str, Any],
+    failed: Sequence[Mapping[str, Any]],
+    outcome: str | None,
+    reason: str,
+    message: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The run's ``index.json``: the steps so far (``step`` replaces an earlier entry of the same id),
+    the totals, and every failed customer of the latest step. ``outcome`` None: the run goes on."""
+    steps = [s for s in (previous or {}).get("steps", []) if s.get("stepId") != step["stepId"]]
+    steps.append(dict(step))
+    return {
+        "apiVersion": "webrelease.dev/v1alpha1",
+        "kind": "WebReleaseReport",
+        "namespace": namespace,
+        "release": name,
+        "generation": generation,
+        "runId": run_id,
+        "source": spec.source.url,
+        "target": spec.target.url,
+        "dryRun": spec.dry_run,
+        "startedAt": status.start_time,
+        "updatedAt": (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "outcome": outcome,
+        "reason": reason,
+        "message": message,
+        "snapshot": status.snapshot.model_dump(mode="json") if status.snapshot is not None else None,
+        "customers": status.customers.model_dump(),
+        "objects": status.objects.model_dump(),
+        "steps": steps,
+        "failed": list(failed),
+    }

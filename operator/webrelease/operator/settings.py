@@ -1,0 +1,110 @@
+"""Operator settings: environment variables ``WEBRELEASE_*``, parsed and validated once at startup.
+
+The chart sets them (``charts/webrelease/templates/deployment.yaml``); everything has a default
+that works for a local run. Nothing else in the operator reads the environment: the parsed
+:class:`OperatorSettings` is handed to the handlers through kopf's ``memo``.
+
+=========================================  ================================================
+variable                                   meaning
+=========================================  ================================================
+``WEBRELEASE_WORKER_IMAGE``                image of the shard pods (``spec.worker.image`` wins)
+``WEBRELEASE_WORKER_IMAGE_PULL_POLICY``    their pull policy
+``WEBRELEASE_WORKER_COMMAND``              their command, JSON list (default ``["webrelease", "shard"]``)
+``WEBRELEASE_WORKER_SERVICE_ACCOUNT_NAME`` their ServiceAccount (``spec.worker.serviceAccountName`` wins)
+``WEBRELEASE_WORKER_RESOURCES``            JSON ``{"requests": {...}, "limits": {...}}``
+``WEBRELEASE_WORKER_NODE_SELECTOR``        JSON object
+``WEBRELEASE_WORKER_TOLERATIONS``          JSON list
+``WEBRELEASE_WORKER_TTL_SECONDS_AFTER_FINISHED``  ``ttlSecondsAfterFinished`` of the Jobs (empty: none)
+``WEBRELEASE_WORKER_UID`` / ``_GID``       numeric user and group of the shard pods (65532)
+``WEBRELEASE_METRICS_PORT``                Prometheus ``/metrics`` port (0: off)
+``WEBRELEASE_METRICS_HOST``                its address (``0.0.0.0``)
+``WEBRELEASE_BATCH_SECONDS``               status is written at most this often per release (2)
+``WEBRELEASE_RESYNC_SECONDS``              a release is re-read at least this often (30)
+``WEBRELEASE_TEMPORARY_RETRIES``           retries of a passing problem before Failed
+=========================================  ================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from webrelease.copier.spec import Toleration
+
+PREFIX: Final = "WEBRELEASE_"
+DEFAULT_WORKER_IMAGE: Final = "webrelease:0.1.0"
+
+
+class SettingsError(ValueError):
+    """The operator's environment is invalid; the message names the variable."""
+
+
+class WorkerResources(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    requests: dict[str, str] = {"cpu": "250m", "memory": "256Mi"}
+    limits: dict[str, str] = {"memory": "1Gi"}
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc.msg}") from None
+    return value
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator is told by its environment (see the module doc)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    worker_image: Annotated[str, Field(min_length=1)] = DEFAULT_WORKER_IMAGE
+    worker_image_pull_policy: Annotated[str, Field(pattern=r"^(Always|IfNotPresent|Never)$")] = "IfNotPresent"
+    worker_command: Annotated[list[str], Field(min_length=1)] = ["webrelease", "shard"]
+    worker_service_account_name: str | None = None
+    worker_resources: WorkerResources = WorkerResources()
+    worker_node_selector: dict[str, str] = {}
+    worker_tolerations: list[Toleration] = []
+    worker_ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    worker_uid: Annotated[int, Field(ge=1)] = 65532
+    worker_gid: Annotated[int, Field(ge=1)] = 65532
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod's metrics port
+    batch_seconds: Annotated[float, Field(ge=0.0, le=60.0)] = 2.0
+    resync_seconds: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
+    temporary_retries: Annotated[int, Field(ge=0, le=1000)] = 20
+
+    @field_validator(
+        "worker_command", "worker_resources", "worker_node_selector", "worker_tolerations", mode="before"
+    )
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        return _json(value)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OperatorSettings:
+        """Read ``WEBRELEASE_*`` from ``environ``; SettingsError names every bad variable."""
+        # only our own names (WEBRELEASE_CACHE and friends belong to other tools); empty means default
+        values = {
+            name: value
+            for key, value in environ.items()
+            if key.startswith(PREFIX)
+            and (name := key[len(PREFIX) :].lower()) in cls.model_fields
+            and value.strip() != ""
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                name, *inner = (str(p) for p in err["loc"])
+                where = PREFIX + name.upper() + "".join(f"[{p}]" for p in inner)
+                problems.append(f"{where}: {err['msg']}")
+            raise SettingsError("invalid operator settings: " + "; ".join(problems)) from None
