@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import platform
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import tools
-from bench.config import Settings, parse
-from bench.copybench import MODES, CopyBench, CopyResults, upload_build
+from bench.config import ROOT, Settings, parse
+from bench.copybench import MODES, SCENARIOS, CopyBench, CopyResults, Mode, Scenario, upload_build
 from bench.latency import LatencyProxy
+from bench.measure import Cmd
 from bench.peers import AwsCli, Rclone, S5cmd, Tool
-from bench.report import copy_tables, ops_table
+from bench.profile import profile_table, record
+from bench.report import SCENARIO_TITLES, copy_tables, mode_label, ops_table
 from bench.s3 import BenchServer, client, credentials_env
-from bench.workload import make_build, make_customers
-from bench.wrtool import Webrelease, webrelease_version, write_snapshot
+from bench.workload import Build, make_build, make_customers
+from bench.wrtool import Snapshot, Webrelease, webrelease_version, write_snapshot
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 def log(msg: str) -> None:
@@ -50,10 +60,63 @@ def versions_line(s: Settings, wr_version: str) -> str:
     )
 
 
-def copy_section(s: Settings, out: list[str]) -> CopyResults:
+@dataclass
+class Stage:
+    """What the copy, alternatives and profile sections share: one S3 server, the latency proxy
+    in front of it, the build (v1 and v2) and the customers' snapshot, uploaded once."""
+
+    settings: Settings
+    server: BenchServer
+    endpoints: dict[Mode, str]
+    s3: S3Client
+    build: Build
+    customers: list[dict[str, object]]
+    snapshot: Snapshot
+    wr_version: str
+
+    def webrelease(self, *, name: str = "webrelease", lean: bool = False, processes: int = 1) -> Webrelease:
+        command = [sys.executable, "-m", "bench.leanshard"] if lean else [str(tools.webrelease())]
+        templates = sorted(f.key for f in self.build.templates)
+        return Webrelease(command, self.wr_version, self.snapshot, templates, name=name, processes=processes)
+
+    def copy_bench(
+        self, chosen: list[Tool], work: str, scenarios: tuple[Scenario, ...] = SCENARIOS
+    ) -> CopyBench:
+        s = self.settings
+        return CopyBench(
+            s3=self.s3,
+            log=self.server.log,
+            build=self.build,
+            customers=self.customers,
+            tools=chosen,
+            endpoints=self.endpoints,
+            env={**credentials_env(self.server.endpoint), "PYTHONPATH": str(ROOT)},
+            work=s.work / work,
+            runs=s.runs,
+            in_flight=s.in_flight,
+            drop_bucket=self.server.drop_bucket,
+            scenarios=scenarios,
+        )
+
+    @property
+    def objects(self) -> int:
+        return len(self.customers) * len(self.build.files)
+
+    def describe(self) -> str:
+        s, build = self.settings, self.build
+        return (
+            f"Build: {len(build.files)} files, {build.total_bytes / 1e6:.1f} MB "
+            f"({len(build.templates)} templated: webrelease renders them per customer, "
+            "the peers copy them as they are); "
+            f"{len(self.customers)} customers, so {self.objects:,} objects per run. "
+            f"Median of {s.runs} run(s). Latency: toxiproxy adds {s.latency_ms} ms to every response. "
+        )
+
+
+@contextlib.contextmanager
+def stage(s: Settings) -> Iterator[Stage]:
     build = make_build(s.files)
     customers = make_customers(s.customers)
-    wr_version = webrelease_version()
     s.work.mkdir(parents=True, exist_ok=True)
     with BenchServer(s.work / "s3") as server:
         ep = server.endpoint
@@ -61,50 +124,123 @@ def copy_section(s: Settings, out: list[str]) -> CopyResults:
         log(f"S3 server {ep.endpoint_url}; uploading the build ({len(build.files)} files, v1 and v2)...")
         upload_build(s3, build)
         snapshot = write_snapshot(s3, customers)
-        all_tools: dict[str, Tool] = {
-            "webrelease": Webrelease(
-                tools.webrelease(), wr_version, snapshot, sorted(f.key for f in build.templates)
-            ),
-            "s5cmd": S5cmd(tools.s5cmd(s), s.versions.s5cmd),
-            "rclone": Rclone(tools.rclone(s), s.versions.rclone),
-            "aws": AwsCli(tools.aws(s), s.versions.awscli),
-        }
-        chosen = [all_tools[name] for name in s.tools]
         with LatencyProxy(tools.toxiproxy(s), server.port, s.latency_ms, s.work / "toxiproxy.log") as proxy:
-            bench = CopyBench(
+            yield Stage(
+                settings=s,
+                server=server,
+                endpoints={"direct": ep.endpoint_url, "latency": proxy.endpoint},
                 s3=s3,
-                log=server.log,
                 build=build,
                 customers=customers,
-                tools=chosen,
-                endpoints={"direct": ep.endpoint_url, "latency": proxy.endpoint},
-                env=credentials_env(ep),
-                work=s.work / "runs",
-                runs=s.runs,
-                in_flight=s.in_flight,
-                drop_bucket=server.drop_bucket,
+                snapshot=snapshot,
+                wr_version=webrelease_version(),
             )
-            results = bench.run(MODES)
 
-    objects = len(customers) * len(build.files)
+
+def copy_section(st: Stage, out: list[str]) -> CopyResults:
+    s = st.settings
+    all_tools: dict[str, Tool] = {
+        "webrelease": st.webrelease(),
+        "s5cmd": S5cmd(tools.s5cmd(s), s.versions.s5cmd),
+        "rclone": Rclone(tools.rclone(s), s.versions.rclone),
+        "aws": AwsCli(tools.aws(s), s.versions.awscli),
+    }
+    log("== copy comparisons")
+    results = st.copy_bench([all_tools[name] for name in s.tools], "copy").run(MODES)
     out.append("## Copy comparisons\n")
     out.append(
-        f"Build: {len(build.files)} files, {build.total_bytes / 1e6:.1f} MB "
-        f"({len(build.templates)} templated: webrelease renders them per customer, "
-        "the peers copy them as they are); "
-        f"{len(customers)} customers → {objects:,} objects per run. "
-        f"Median of {s.runs} run(s). Latency: toxiproxy adds {s.latency_ms} ms to every response. "
-        f"Requests are counted by the S3 server (its access log), the same way for every tool; "
-        f"'writes to sites' are CopyObject/PutObject requests into the customers' sites. "
-        f"Objects/s = {objects:,} objects the run is responsible for ÷ wall seconds. "
-        f"Requests in flight: webrelease {s.in_flight}, rclone --transfers/--checkers {s.in_flight}, "
-        f"aws max_concurrent_requests {s.in_flight}, s5cmd its default 256 workers.\n"
+        st.describe()
+        + "Requests are counted by the S3 server (its access log), the same way for every tool; "
+        "'writes to sites' are CopyObject/PutObject requests into the customers' sites (webrelease also "
+        "writes its per-shard report: 2 PutObject). "
+        f"Objects/s = {st.objects:,} objects the run is responsible for / wall seconds. "
+        f"Requests in flight: webrelease {s.in_flight} (worker.objectsInFlight), rclone "
+        f"--transfers/--checkers {s.in_flight}, aws max_concurrent_requests {s.in_flight}, s5cmd its "
+        "default 256 workers. Last column: the tool's wall time / webrelease's (above 1: webrelease "
+        "is faster).\n"
     )
     out.append(copy_tables(results, list(s.tools), s.latency_ms))
     out.append("### Requests by operation\n")
     out.append(ops_table(results, list(s.tools), s.latency_ms))
     out.append("")
     return results
+
+
+ALTERNATIVES = ("webrelease", "webrelease-2proc", "webrelease-lean", "webrelease-lean-2proc", "s5cmd")
+
+
+def alternatives_section(st: Stage, out: list[str]) -> CopyResults:
+    """The fresh release by webrelease as it is, with two shard processes at once (two processes
+    per pod), with the prototype lean client instead of botocore for copies and puts, both, and s5cmd."""
+    s = st.settings
+    variants: list[Tool] = [
+        st.webrelease(),
+        st.webrelease(name="webrelease-2proc", processes=2),
+        st.webrelease(name="webrelease-lean", lean=True),
+        st.webrelease(name="webrelease-lean-2proc", lean=True, processes=2),
+        S5cmd(tools.s5cmd(s), s.versions.s5cmd),
+    ]
+    log("== alternatives (fresh release)")
+    results = st.copy_bench(variants, "alternatives", ("fresh",)).run(MODES)
+    out.append("## Alternatives: more processes, a leaner client (fresh release)\n")
+    out.append(
+        st.describe()
+        + "`-2proc`: two `webrelease shard` processes at once, each with half of the customers (what "
+        "two processes per pod would do). `-lean`: the same shard with the PROTOTYPE client of "
+        "bench/leanclient.py (hand-signed SigV4 over http.client) doing CopyObject and PutObject "
+        "instead of botocore (bench/leanshard.py); listing, planning and rendering unchanged.\n"
+    )
+    out.append(copy_tables(results, list(ALTERNATIVES), s.latency_ms))
+    return results
+
+
+def profile_section(st: Stage, out: list[str]) -> dict[str, object]:
+    """py-spy on ``webrelease shard`` (the GIL holder): a fresh release and a no-op re-run."""
+    s = st.settings
+    pyspy = tools.pyspy(s)
+    work = s.work / "profile"
+    work.mkdir(parents=True, exist_ok=True)
+    wr = st.webrelease()
+    raw: dict[str, object] = {}
+    log("== profile")
+    out.append("## Where a webrelease shard spends its time (py-spy)\n")
+    out.append(
+        f"One `webrelease shard` of {len(st.customers)} customers x {len(st.build.files)} files, sampled "
+        f"by py-spy {s.versions.pyspy} (`--gil --nonblocking`: only the thread holding the GIL, i.e. "
+        "where the process computes; threads waiting on sockets are not sampled). bench/profile.py "
+        "charges each sample to the innermost frame of a known layer.\n"
+    )
+    for mode in MODES:
+        bucket = f"profile-{mode}"
+        st.server.drop_bucket(bucket)
+        st.s3.create_bucket(Bucket=bucket)
+        job = st.copy_bench([wr], "profile").job(mode, wr, 0, 1)
+        job = dataclasses.replace(job, dst_bucket=bucket, work=work / mode)
+        scenarios: tuple[tuple[Scenario, list[Cmd]], ...] = (
+            ("fresh", wr.fresh(job)),
+            ("noop", wr.rerun(job)),
+        )
+        for scenario, cmds in scenarios:
+            if mode == "latency" and scenario == "noop":
+                continue
+            t0 = time.perf_counter()
+            prof = record(pyspy, cmds[0], work / f"{mode}-{scenario}.txt", gil=True)
+            wall = time.perf_counter() - t0
+            label = f"{SCENARIO_TITLES[scenario]}, S3 latency {mode_label(mode, s.latency_ms)}"
+            log(f"  profiled {label}: {wall:.1f} s, {prof.samples} samples")
+            out.append(profile_table(label, prof, wall))
+            raw[label] = {"wall_s": wall, "samples": prof.samples, "by_layer": prof.by_layer}
+        st.server.drop_bucket(bucket)
+    return raw
+
+
+def operator_section(s: Settings, out: list[str]) -> dict[str, object]:
+    from bench import opscale  # imports the operator and the cluster harness: only when asked
+
+    results = opscale.run(s.work / "operator", s.operator_customers, s.status_shards, log)
+    out.append("## The operator at scale\n")
+    out.append(opscale.operator_tables(results, s.operator_customers, s.status_shards))
+    return results.to_json()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     out.append(f"Command: `python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
     raw: dict[str, object] = {"settings": json.loads(s.model_dump_json())}
     try:
-        if "copy" in s.sections:
-            raw["copy"] = copy_section(s, out).to_json()
+        if {"copy", "alternatives", "profile"} & set(s.sections):
+            with stage(s) as st:
+                if "copy" in s.sections:
+                    raw["copy"] = copy_section(st, out).to_json()
+                if "alternatives" in s.sections:
+                    raw["alternatives"] = alternatives_section(st, out).to_json()
+                if "profile" in s.sections:
+                    raw["profile"] = profile_section(st, out)
+        if "operator" in s.sections:
+            raw["operator"] = operator_section(s, out)
     finally:
         if s.work.exists() and s.work.name.startswith("webrelease-bench-"):
             shutil.rmtree(s.work, ignore_errors=True)

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 
-Section = Literal["copy", "operator", "profile"]
-SECTIONS: tuple[Section, ...] = ("copy", "operator", "profile")
+Section = Literal["copy", "alternatives", "profile", "operator"]
+SECTIONS: tuple[Section, ...] = ("copy", "alternatives", "profile", "operator")
 ToolName = Literal["webrelease", "s5cmd", "rclone", "aws"]
 TOOLS: tuple[ToolName, ...] = ("webrelease", "s5cmd", "rclone", "aws")
 

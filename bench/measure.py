@@ -23,6 +23,9 @@ class Cmd:
     argv: Sequence[str]
     env: Mapping[str, str]
     cwd: Path | None = None
+    #: Start it and go on with the next command at once (the run waits for it before the next
+    #: command that is not concurrent, and at the end): several shard processes at the same time.
+    concurrent: bool = False
 
 
 class ToolFailed(RuntimeError):
@@ -60,24 +63,38 @@ def _children_cpu() -> float:
 def run_cmds(
     cmds: Sequence[Cmd], log: AccessLog, objects: int, out: Path, site_bucket: str | None = None
 ) -> Sample:
-    """Run ``cmds`` one after the other (a tool that works per customer runs once per customer);
-    stdout/stderr go to ``out``. Raises ToolFailed with the tail of the output on a non-zero exit."""
+    """Run ``cmds`` one after the other (a tool that works per customer runs once per customer),
+    those marked ``concurrent`` alongside the next ones; stdout/stderr go to ``out``. Raises
+    ToolFailed with the tail of the output if any exits non-zero."""
     log.mark()
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
+    failures: list[str] = []
     with out.open("ab") as sink:
+        running: list[tuple[Cmd, subprocess.Popen[bytes]]] = []
+
+        def wait_all() -> None:
+            for c, p in running:
+                if p.wait() != 0:
+                    failures.append(f"{c.argv[0]} exited with {p.returncode}")
+            running.clear()
+
         for cmd in cmds:
             sink.write(("$ " + " ".join(cmd.argv) + "\n").encode())
             sink.flush()
-            argv, env = list(cmd.argv), dict(cmd.env)
-            rc = subprocess.run(
-                argv, env=env, cwd=cmd.cwd, stdout=sink, stderr=subprocess.STDOUT, check=False
-            ).returncode
-            if rc != 0:
-                sink.flush()
-                tail = out.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
-                raise ToolFailed(f"{cmd.argv[0]} exited with {rc}; last output:\n" + "\n".join(tail))
+            proc = subprocess.Popen(
+                list(cmd.argv), env=dict(cmd.env), cwd=cmd.cwd, stdout=sink, stderr=subprocess.STDOUT
+            )
+            running.append((cmd, proc))
+            if not cmd.concurrent:
+                wait_all()
+                if failures:
+                    break
+        wait_all()
     wall = time.perf_counter() - t0
+    if failures:
+        tail = out.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
+        raise ToolFailed("; ".join(failures) + "; last output:\n" + "\n".join(tail))
     cpu1 = _children_cpu()
     requests = log.since_mark()
     return Sample(wall_s=wall, cpu_s=cpu1 - cpu0, requests=requests, objects=objects, site_bucket=site_bucket)

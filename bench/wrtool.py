@@ -7,7 +7,6 @@ import hashlib
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
@@ -64,11 +63,16 @@ def write_snapshot(s3: S3Client, customers: Sequence[Mapping[str, object]]) -> S
 
 @dataclass(frozen=True)
 class Webrelease:
-    executable: Path
+    """``command`` starts ``webrelease`` (the console script, or a bench variant of it);
+    ``processes`` shard processes run at the same time, each with its part of the customers (what
+    several processes per pod would do)."""
+
+    command: Sequence[str]
     version: str
     snapshot: Snapshot
     templates: Sequence[str]
     name: str = "webrelease"
+    processes: int = 1
 
     def spec(self, job: Job) -> dict[str, object]:
         return {
@@ -87,32 +91,36 @@ class Webrelease:
             },
         }
 
-    def _shard(self, job: Job, label: str) -> list[Cmd]:
+    def _shards(self, job: Job, label: str) -> list[Cmd]:
         job.work.mkdir(parents=True, exist_ok=True)
         spec_file = job.work / f"release-{label}.yaml"
         spec_file.write_text(yaml.safe_dump(self.spec(job), sort_keys=False), encoding="utf-8")
-        argv = [
-            str(self.executable),
-            "shard",
-            "--spec-file",
-            str(spec_file),
-            "--snapshot-url",
-            self.snapshot.url,
-            "--snapshot-sha256",
-            self.snapshot.sha256,
-            "--index",
-            "0",
-            "--shard-size",
-            str(self.snapshot.count),
-            "--report-url",
-            f"s3://{META_BUCKET}/reports/{job.dst_bucket}/{label}/",
-            "--termination-message-path",
-            str(job.work / f"termination-{label}.json"),
-        ]
-        return [Cmd(argv, dict(job.env))]
+        size = -(-self.snapshot.count // self.processes)
+        cmds: list[Cmd] = []
+        for index in range(-(-self.snapshot.count // size)):
+            argv = [
+                *self.command,
+                "shard",
+                "--spec-file",
+                str(spec_file),
+                "--snapshot-url",
+                self.snapshot.url,
+                "--snapshot-sha256",
+                self.snapshot.sha256,
+                "--index",
+                str(index),
+                "--shard-size",
+                str(size),
+                "--report-url",
+                f"s3://{META_BUCKET}/reports/{job.dst_bucket}/{label}/",
+                "--termination-message-path",
+                str(job.work / f"termination-{label}-{index}.json"),
+            ]
+            cmds.append(Cmd(argv, dict(job.env), concurrent=True))
+        return cmds
 
     def fresh(self, job: Job) -> list[Cmd]:
-        return self._shard(job, f"fresh-{job.src_prefix.strip('/')}")
+        return self._shards(job, f"fresh-{job.src_prefix.strip('/')}")
 
     def rerun(self, job: Job) -> list[Cmd]:
-        return self._shard(job, f"rerun-{job.src_prefix.strip('/')}")
+        return self._shards(job, f"rerun-{job.src_prefix.strip('/')}")
