@@ -75,7 +75,13 @@ def run_operator(options: OperatorOptions) -> int:
     # registering the handlers is importing them
     from webrelease.operator import handlers  # noqa: PLC0415
 
+    kopf_settings = kopf.OperatorSettings()
+    # Watching listed namespaces, the operator has Roles in those namespaces only (the chart's
+    # namespaced mode): kopf must not list namespaces or CRDs cluster-wide, which it would only be
+    # refused (403s in the log) before falling back to the names it was given.
+    kopf_settings.scanning.disabled = bool(options.namespaces)
     kopf.run(
+        settings=kopf_settings,
         standalone=True,
         clusterwide=not options.namespaces,
         namespaces=list(options.namespaces),
