@@ -8,6 +8,10 @@
 #   4. runs the cluster tier with WEBRELEASE_TEST_KUBECONFIG pointing at kind: the harness starts no
 #      control plane and no node agent, and the Jobs' pods run the image on kind's kubelets.
 #
+# Releases need an S3 endpoint that both this machine and the pods in kind reach: set
+# WEBRELEASE_TEST_S3_ENDPOINT (and _ACCESS_KEY, _SECRET_KEY, _REGION) to one; the harness's own S3
+# server listens on 127.0.0.1, which kind's pods cannot reach.
+#
 # Environment: KIND_CLUSTER (default webrelease-e2e), KIND_NODE_IMAGE (default: kind's own),
 # KEEP_CLUSTER=1 to keep the cluster afterwards. Extra arguments go to pytest.
 set -euo pipefail
@@ -56,7 +60,4 @@ kubectl --kubeconfig "$KUBECONFIG_FILE" apply --server-side --force-conflicts -f
   --set image.repository="$IMAGE_REPO" --set image.tag="$IMAGE_TAG" --set image.pullPolicy=Never \
   --wait --timeout 180s
 
-WEBRELEASE_TEST_KUBECONFIG="$KUBECONFIG_FILE" \
-WEBRELEASE_TEST_IMAGE="$IMAGE_REPO:$IMAGE_TAG" \
-WEBRELEASE_TEST_OPERATOR_NAMESPACE="$NAMESPACE" \
-  .venv/bin/pytest -m cluster tests/cluster "$@"
+WEBRELEASE_TEST_KUBECONFIG="$KUBECONFIG_FILE" .venv/bin/pytest -m cluster tests/cluster "$@"
