@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     out.append(f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC  ")
     out.append(f"Machine: {machine()}  ")
     out.append(f"Versions: {versions_line(s, wr_version)}  ")
-    out.append(f"Command: `python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+    out.append(f"Command: `python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}`  ")
+    load_at_start = os.getloadavg()
     raw: dict[str, object] = {"settings": json.loads(s.model_dump_json())}
     try:
         if {"copy", "alternatives", "profile"} & set(s.sections):
@@ -267,6 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if s.work.exists() and s.work.name.startswith("webrelease-bench-"):
             shutil.rmtree(s.work, ignore_errors=True)
+    load_at_end = os.getloadavg()
+    out.insert(
+        4,
+        "Load average (1/5/15 min) at the start: "
+        + "/".join(f"{x:.1f}" for x in load_at_start)
+        + ", at the end: "
+        + "/".join(f"{x:.1f}" for x in load_at_end)
+        + f"; the bench took {time.monotonic() - started:.0f} s.\n",
+    )
     text = "\n".join(out)
     print(text)
     if s.markdown_out:

@@ -43,7 +43,7 @@ class Settings(BaseModel):
     #: Repetitions of every measurement; the table shows the median.
     runs: Annotated[int, Field(ge=1, le=20)] = 3
     #: Customers per copy comparison (each gets the whole build).
-    customers: Annotated[int, Field(ge=1, le=10_000)] = 40
+    customers: Annotated[int, Field(ge=1, le=10_000)] = 30
     #: Files in the build.
     files: Annotated[int, Field(ge=20, le=5_000)] = 300
     #: Latency the proxy adds to every response (ms).
@@ -90,7 +90,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="smoke run: few customers, one run each")
     p.add_argument("--runs", type=int, help="repetitions per measurement (median shown); default 3")
-    p.add_argument("--customers", type=int, help="customers per copy comparison; default 40")
+    p.add_argument("--customers", type=int, help="customers per copy comparison; default 30")
     p.add_argument("--files", type=int, help="files in the build; default 300")
     p.add_argument("--latency-ms", type=int, help="latency added by the proxy per response; default 20")
     p.add_argument("--in-flight", type=int, help="requests in flight for tools with that knob; default 64")

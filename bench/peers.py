@@ -6,8 +6,10 @@ credentials, and is run as its users run it at its best:
 - **s5cmd** (one process for everything): ``s5cmd run`` on a commands file — one ``cp`` per object for a
   fresh release (as the issue asks), one ``sync`` per customer for a re-run. Default 256 workers.
 - **rclone** (one process per customer, one after the other): ``rclone copy`` / ``rclone sync`` with
-  ``--transfers``/``--checkers`` at the bench's in-flight figure and ``--checksum`` (compare size and
-  MD5 from the listing: the rclone docs' advice for S3, saves a HEAD per object).
+  ``--transfers``/``--checkers`` at the bench's in-flight figure, ``--checksum`` (compare size and
+  MD5 from the listing: the rclone docs' advice for S3), ``--fast-list`` (one recursive listing
+  instead of one per folder) and ``--s3-no-check-bucket --s3-no-head --s3-no-head-object`` (no
+  bucket check, no HEAD of the destination before and after each copy).
 - **aws** (AWS CLI v1, one process per customer): ``aws s3 cp --recursive`` / ``aws s3 sync`` with
   ``max_concurrent_requests`` at the bench's in-flight figure (default 10).
 
@@ -118,7 +120,13 @@ class Rclone:
     def _per_customer(self, job: Job, verb: str) -> list[Cmd]:
         env = self._env(job)
         n = str(job.in_flight)
-        flags = ["--transfers", n, "--checkers", n, "--checksum", "--s3-no-check-bucket", "-q"]
+        flags = [
+            *("--transfers", n, "--checkers", n),
+            "--checksum",
+            "--fast-list",
+            *("--s3-no-check-bucket", "--s3-no-head", "--s3-no-head-object"),
+            "-q",
+        ]
         src = f"s3:{job.src_bucket}/{job.src_prefix.rstrip('/')}"
         return [
             Cmd([str(self.binary), verb, src, f"s3:{job.dst_bucket}/{cust}", *flags], env)
