@@ -30,7 +30,7 @@ from typing import IO, Final
 from webrelease.copier.customers import MAX_REPORTED_ERRORS, CustomerListError, id_problem
 from webrelease.copier.snapshot import SNAPSHOT_NAME, SnapshotRef, encode_line
 from webrelease.copier.sources.base import CustomerSource
-from webrelease.copier.sources.slices import SliceIndexBuilder, index_key, step_for
+from webrelease.copier.sources.slices import DEFAULT_STEP, SliceIndexBuilder, index_key
 from webrelease.copier.storage.base import Location, Store
 from webrelease.copier.targets import TargetError, render_target, template_fields
 
@@ -124,12 +124,13 @@ def freeze_snapshot(
     allow_empty: bool = False,
     spool_dir: Path | None = None,
     run_bytes: int = DEFAULT_RUN_BYTES,
+    block_lines: int = DEFAULT_STEP,
 ) -> SnapshotRef:
     """Validate ``source`` and write ``<folder>/customers.jsonl`` and its slice index.
 
     Raises CustomerListError (the first ``MAX_REPORTED_ERRORS`` problems in list order, and the
     total) before writing anything when the list is bad. ``spool_dir``: where the temporary runs go
-    (default: the system's temporary folder).
+    (default: the system's temporary folder). ``block_lines``: lines per block of the slice index.
     """
     with tempfile.TemporaryDirectory(prefix="webrelease-freeze-", dir=spool_dir) as tmp:
         work = Path(tmp)
@@ -180,7 +181,7 @@ def freeze_snapshot(
         if check_sites:
             (work / "sites").mkdir()
             sites = _SortedRuns(work / "sites", run_bytes)
-        builder = SliceIndexBuilder(step_for(runs.count))
+        builder = SliceIndexBuilder(block_lines)
         out_path = work / SNAPSHOT_NAME
         with out_path.open("wb", buffering=1024 * 1024) as out:
             for group in _groups_by_id(runs.merged()):
