@@ -474,10 +474,14 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
             f"waiting for Job(s) {', '.join(going)} to be deleted", delay=SUPERSEDE_POLL
         )
 
+    rid = run_id(rel.generation, rel.uid)
+    run_folder = run_location(spec, rel.namespace, rel.name, rid)
+    readers = NamespacedReaders(ctx.kube, rel.namespace)
     try:
         storage = await _storage(ctx, rel, spec)
-        readers = NamespacedReaders(ctx.kube, rel.namespace)
-        records = await _call(lambda: storage.load_customers(secrets=readers, config_maps=readers))
+        run_snapshot = await _call(
+            lambda: storage.freeze_customers(run_folder, secrets=readers, config_maps=readers)
+        )
     except (CustomerListError, SourceError) as exc:
         await _fail_run(ctx, rel, Reason.INVALID_CUSTOMER_LIST, str(exc), EventReason.INVALID_CUSTOMER_LIST)
         raise kopf.PermanentError(str(exc)) from None
@@ -488,30 +492,28 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
         post(rel.body, EventReason.STORAGE_PROBLEM, f"{exc} (try {retry + 1}, will try again)")
         raise _temporary(ctx, retry, str(exc)) from None
 
-    rid = run_id(rel.generation, rel.uid)
-    run_folder = run_location(spec, rel.namespace, rel.name, rid)
     kind, rest_pending = first_step(spec)
-    step_records = records
+    snapshot = run_snapshot
+    folder = run_folder.child(step_folder(kind))
     if kind == StepKind.CANARY:
         assert spec.canary is not None
         try:
+            records = await _call(storage.read_snapshot, run_snapshot)
             canaries = canary_ids([str(r["id"]) for r in records], spec.canary)
+            step_records = select(records, canaries)
+            if len(step_records) == len(records):
+                kind, rest_pending = StepKind.MAIN, False
+                folder = run_folder.child(step_folder(kind))
+            else:
+                snapshot = await _call(storage.write_snapshot, folder, step_records)
         except CanaryError as exc:
+            await _call(storage.remove_snapshot, run_folder)
             await _fail_run(
                 ctx, rel, Reason.INVALID_CUSTOMER_LIST, str(exc), EventReason.INVALID_CUSTOMER_LIST
             )
             raise kopf.PermanentError(str(exc)) from None
-        step_records = select(records, canaries)
-        if len(step_records) == len(records):
-            kind, rest_pending = StepKind.MAIN, False
-    try:
-        run_snapshot = await _call(storage.write_snapshot, run_folder, records)
-        folder = run_folder.child(step_folder(kind))
-        snapshot = run_snapshot
-        if step_records is not records:
-            snapshot = await _call(storage.write_snapshot, folder, step_records)
-    except StorageError as exc:
-        raise _temporary(ctx, retry, f"writing the snapshot to {run_folder.url}: {exc}") from None
+        except (StorageError, SnapshotError) as exc:
+            raise _temporary(ctx, retry, f"writing the canary snapshot to {folder.url}: {exc}") from None
     post(
         rel.body, EventReason.SNAPSHOT_WRITTEN, f"{run_snapshot.count} customers frozen in {run_snapshot.url}"
     )
@@ -788,6 +790,8 @@ async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -
         post(rel.body, EventReason.STORAGE_PROBLEM, f"retry: reading the last step's results: {exc}")
         return
     again = not_succeeded(records, succeeded)
+    if again:
+        again = await _refreshed(ctx, rel, storage, again)
     if not again:
         await write_status(ctx, rel, record_only)
         post(rel.body, EventReason.NOTHING_TO_RETRY, "every customer of the last run succeeded")
@@ -811,6 +815,25 @@ async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -
         new_run=False,
         reason=EventReason.RETRY_STARTED,
     )
+
+
+async def _refreshed(
+    ctx: Context, rel: Release, storage: ReleaseStorage, records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The current records of these customers from the customer source (a record fixed since the
+    run is released as it is now); the frozen record when the source lacks it or cannot be read."""
+    readers = NamespacedReaders(ctx.kube, rel.namespace)
+    try:
+        fresh = await _call(lambda: storage.load_customers(secrets=readers, config_maps=readers))
+    except (CustomerListError, SourceError, StorageError) as exc:
+        post(
+            rel.body,
+            EventReason.STORAGE_PROBLEM,
+            f"retry: the customer list cannot be read again ({exc}); retrying with the records of the run",
+        )
+        return records
+    by_id = {str(r["id"]): r for r in fresh}
+    return [by_id.get(str(r["id"]), r) for r in records]
 
 
 def shard_finished(ctx: Context, namespace: str, release: str, attempt: PodAttempt) -> None:

@@ -18,9 +18,17 @@ from typing import Any, Final
 
 from webrelease.copier.customers import load_customers, source_for
 from webrelease.copier.results import CustomerResult, decode_results
-from webrelease.copier.snapshot import INDEX_NAME, read_snapshot, shard_results_key, write_snapshot
+from webrelease.copier.snapshot import (
+    INDEX_NAME,
+    SNAPSHOT_NAME,
+    read_snapshot,
+    shard_results_key,
+    write_snapshot,
+)
 from webrelease.copier.snapshot import SnapshotRef as CopierSnapshotRef
 from webrelease.copier.sources import ConfigMapReader, SecretReader
+from webrelease.copier.sources.freeze import fields_required_by, freeze_snapshot
+from webrelease.copier.sources.slices import index_key
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import Credentials, Location, NotFound, parse_url
 from webrelease.copier.stores import StoreSet
@@ -79,9 +87,32 @@ class ReleaseStorage:
         source = source_for(self.spec.customers, self.stores, secrets=secrets, config_maps=config_maps)
         return load_customers(source, target_template=self.spec.target.url)
 
+    def freeze_customers(
+        self, folder: Location, *, secrets: SecretReader, config_maps: ConfigMapReader
+    ) -> SnapshotRef:
+        """Read the customer source once, validate every record, sort, and write
+        ``<folder>/customers.jsonl`` (and its slice index) in bounded memory. CustomerListError
+        naming the lines, before anything is written, when the list is bad."""
+        source = source_for(self.spec.customers, self.stores, secrets=secrets, config_maps=config_maps)
+        overrides = self.spec.overrides.url if self.spec.overrides is not None else None
+        return _ref(
+            freeze_snapshot(
+                source,
+                self.stores(folder),
+                folder,
+                target_template=self.spec.target.url,
+                required_fields=fields_required_by(self.spec.target.url, overrides),
+            )
+        )
+
     def write_snapshot(self, folder: Location, records: Sequence[Record]) -> SnapshotRef:
         """``<folder>/customers.jsonl``: canonical bytes, so the same list gives the same sha256."""
         return _ref(write_snapshot(self.stores(folder), folder, records))
+
+    def remove_snapshot(self, folder: Location) -> None:
+        """Delete ``<folder>/customers.jsonl`` and its slice index (a run that could not start
+        leaves nothing behind)."""
+        self.stores(folder).delete(folder, [SNAPSHOT_NAME, index_key(SNAPSHOT_NAME)])
 
     def read_snapshot(self, ref: SnapshotRef) -> list[Record]:
         return read_snapshot(self.stores(parse_url(ref.url.rsplit("/", 1)[0] + "/")), ref.url, ref.sha256)
