@@ -559,3 +559,65 @@ def test_an_invalid_spec_is_refused_with_no_job_and_nothing_written(env: Env, ca
     assert jobs_of(env.kube, env.ns, "broken") == []
     assert keys_under(env.s3, env.bucket, "sites/") == []
     assert keys_under(env.s3, env.bucket, "reports/") == []
+
+
+def test_canary_first_then_the_rest_only_after_every_canary_succeeded(env: Env) -> None:
+    broken = ("c013",)  # a canary that fails: the rest must wait
+    put_files(env.s3, env.bucket, "builds/v1/", BUILD_V1)
+    url = put_customers(env.s3, env.bucket, "lists/customers.jsonl", customers(30, without_api=broken))
+    spec = spec_for(env.s3, env.bucket, url, canary={"ids": ["c002", "c013", "c025"]})
+    done = apply(env.plane, env.ns, manifest("careful", spec))
+    assert done.returncode == 0, done.stderr
+
+    body = wait_release(env.kube, env.ns, "careful", "the canary has ended", ended, operator=env.operator)
+    failed = condition(body, "Failed")
+    assert failed is not None and (failed["status"], failed["reason"]) == ("True", "CanaryFailed"), failed
+    assert "27 customers were not released" in failed["message"]
+    assert body["status"]["customers"] == {"total": 30, "succeeded": 2, "failed": 1, "pending": 27}
+    assert sorted(sites(env.s3, env.bucket)) == ["c002", "c025"]  # nobody else was touched
+
+    # the canary's record is fixed; a retry releases it, then the rest follows on its own
+    put_customers(env.s3, env.bucket, "lists/customers.jsonl", customers(30))
+    env.kube.patch(
+        release_path(env.ns, "careful"), {"metadata": {"annotations": {"webrelease.dev/retry": "1"}}}
+    )
+
+    def rest_done(b: dict[str, Any]) -> bool:
+        run = (b.get("status") or {}).get("run") or {}
+        return run.get("step") == "rest" and ended(b)
+
+    body = wait_release(
+        env.kube, env.ns, "careful", "the rest has been released", rest_done, operator=env.operator
+    )
+    assert is_true(body, "Complete"), body["status"]["conditions"]
+    assert body["status"]["customers"] == {"total": 30, "succeeded": 30, "failed": 0, "pending": 0}
+    assert body["status"]["run"]["snapshot"]["count"] == 27
+    got = sites(env.s3, env.bucket)
+    for record in customers(30):
+        assert got[record["id"]] == expected_site(BUILD_V1, record), record["id"]
+    steps = [s["stepId"] for s in read_json(env.s3, body["status"]["report"]["index"])["steps"]]
+    assert steps == ["g1-canary", "g1-retry-1", "g1-rest"]
+
+
+def test_dry_run_plans_every_customer_and_writes_no_site(env: Env) -> None:
+    records = customers(12, without_api=("c004",))
+    put_files(env.s3, env.bucket, "builds/v1/", BUILD_V1)
+    url = put_customers(env.s3, env.bucket, "lists/customers.jsonl", records)
+    spec = spec_for(env.s3, env.bucket, url, dryRun=True, failurePolicy={"toleratedFailedCustomers": 1})
+    done = apply(env.plane, env.ns, manifest("preview", spec))
+    assert done.returncode == 0, done.stderr
+
+    body = wait_release(env.kube, env.ns, "preview", "the dry run has ended", ended, operator=env.operator)
+    status = body["status"]
+    assert is_true(body, "Degraded"), status["conditions"]  # c004's config.js cannot be rendered
+    assert status["customers"] == {"total": 12, "succeeded": 11, "failed": 1, "pending": 0}
+    assert [f["id"] for f in status["failedCustomers"]["sample"]] == ["c004"]
+    assert status["objects"]["rendered"] == 11 * 3 and status["objects"]["copied"] == 11 * 2
+    assert keys_under(env.s3, env.bucket, "sites/") == []
+    assert jobs_of(env.kube, env.ns, "preview") == []
+    index = read_json(env.s3, status["report"]["index"])
+    (step,) = index["steps"]
+    plan = read_jsonl(env.s3, step["plan"])
+    assert [p["id"] for p in plan] == [r["id"] for r in records]
+    assert {p["id"]: p["status"] for p in plan}["c004"] == "failed"
+    assert all(p["render"] == 3 and p["copy"] == 2 for p in plan if p["status"] == "ok")

@@ -30,6 +30,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_OK
+from webrelease.copier.plan import Op
 from webrelease.copier.results import ShardSummary, parse_summary
 from webrelease.copier.spec import FailurePolicy
 from webrelease.operator.conditions import Outcome, Reason
@@ -428,6 +429,41 @@ def fold_step(
         step_succeeded=step_ok,
         errors=errors,
         views=views,
+    )
+
+
+def plan_fold(planned: Sequence[Any], *, total: int) -> StepFold:
+    """A dry run as a finished step: customers whose plan could be made succeeded; objects are
+    what a release would write (copy, render, override), leave unchanged and delete.
+    ``planned``: the copier's ``PlannedCustomer`` list."""
+    ok = [p for p in planned if p.plan is not None]
+    bad = [p for p in planned if p.plan is None]
+    objects = ObjectCounts(
+        copied=sum(p.plan.count(Op.COPY) + p.plan.count(Op.OVERRIDE) for p in ok),
+        rendered=sum(p.plan.count(Op.RENDER) for p in ok),
+        unchanged=sum(p.plan.count(Op.UNCHANGED) for p in ok),
+        deleted=sum(p.plan.count(Op.DELETE) for p in ok),
+        bytes=sum(p.plan.bytes_to_write for p in ok),
+    )
+    sample = [
+        FailedCustomer(id=p.id, reason=truncate(p.error or "", MAX_REASON_CHARS))
+        for p in bad[:MAX_FAILED_SAMPLE]
+    ]
+    return StepFold(
+        customers=CustomerCounts(
+            total=total, succeeded=len(ok), failed=len(bad), pending=max(0, total - len(planned))
+        ),
+        shards=ShardCounts(),
+        objects=objects,
+        shard_statuses=[],
+        shard_statuses_omitted=0,
+        failed_customers=FailedCustomers(total=len(bad), sample=sample),
+        progress=f"{len(planned)}/{total}",
+        finished=True,
+        step_failed=len(bad),
+        step_succeeded=len(ok),
+        errors=(),
+        views=(),
     )
 
 

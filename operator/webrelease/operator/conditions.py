@@ -44,6 +44,7 @@ class Reason(StrEnum):
     CANARY_FAILED = "CanaryFailed"
     INVALID_CUSTOMER_LIST = "InvalidCustomerList"
     SNAPSHOT_FAILED = "SnapshotFailed"
+    BUILD_UNUSABLE = "BuildUnusable"
     NOT_FINISHED = "NotFinished"
 
 

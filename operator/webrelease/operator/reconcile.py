@@ -29,6 +29,8 @@ from typing import Any, Final
 import kopf
 
 from webrelease.copier.customers import CustomerListError
+from webrelease.copier.desired import BuildError
+from webrelease.copier.dryrun import encode_plan, plan_release
 from webrelease.copier.snapshot import SnapshotError
 from webrelease.copier.sources import SourceError
 from webrelease.copier.spec import SpecError, WebReleaseSpec, parse_spec
@@ -40,6 +42,7 @@ from webrelease.operator.aggregate import (
     decide,
     fold_step,
     job_view,
+    plan_fold,
     pod_attempt,
 )
 from webrelease.operator.conditions import Outcome, Reason, finished, invalid, running, set_condition
@@ -82,6 +85,7 @@ from webrelease.operator.status import (
     Carried,
     ConditionType,
     ReportRef,
+    RunStatus,
     SnapshotRef,
     StepKind,
     WebReleaseStatus,
@@ -493,6 +497,9 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
         raise _temporary(ctx, retry, str(exc)) from None
 
     kind, rest_pending = first_step(spec)
+    if kind == StepKind.PLAN:
+        await _plan_run(ctx, rel, spec, storage=storage, run_snapshot=run_snapshot, run_folder=run_folder)
+        return
     snapshot = run_snapshot
     folder = run_folder.child(step_folder(kind))
     if kind == StepKind.CANARY:
@@ -532,6 +539,98 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
         run_folder=run_folder,
         new_run=True,
         reason=EventReason.STEP_STARTED,
+    )
+
+
+# ------------------------------------------------------------------------------------- dry run
+
+
+PLAN_NAME: Final = "plan.jsonl"
+
+
+async def _plan_run(
+    ctx: Context,
+    rel: Release,
+    spec: WebReleaseSpec,
+    *,
+    storage: ReleaseStorage,
+    run_snapshot: SnapshotRef,
+    run_folder: Location,
+) -> None:
+    """``dryRun``: plan every customer in this process with read requests only (list, get, head)
+    and write the plan as the run's report; no Job, nothing written to any site."""
+    now = ctx.now()
+    folder = run_folder.child(step_folder(StepKind.PLAN))
+    ctx.metrics.run_started(rel.namespace, rel.name)
+    try:
+        records = await _call(storage.read_snapshot, run_snapshot)
+        planned = await _call(plan_release, spec, rel.name, records, storage.stores)
+    except BuildError as exc:
+        await _fail_run(ctx, rel, Reason.BUILD_UNUSABLE, f"spec.source.url: {exc}", EventReason.RUN_FAILED)
+        raise kopf.PermanentError(str(exc)) from None
+    plan_url = await _call(storage.write_plan, folder, PLAN_NAME, encode_plan(planned))
+    fold = plan_fold(planned, total=run_snapshot.count)
+    decision = decide(StepKind.PLAN, fold, rest_pending=False, policy=spec.failure_policy)
+    assert decision.outcome is not None
+    conditions = finished(
+        rel.status.conditions,
+        decision.outcome,
+        decision.reason,
+        decision.message,
+        generation=rel.generation,
+        now=now,
+    )
+    run = RunStatus(
+        generation=rel.generation,
+        step=StepKind.PLAN,
+        step_id=step_id(rel.generation, StepKind.PLAN),
+        job="",
+        snapshot=run_snapshot,
+        customers_per_shard=max(1, run_snapshot.count),
+        shards=0,
+        retry_token=rel.annotations.get(ANNOTATION_RETRY),
+        started=now,
+    )
+    status = _with_fold(rel.status, fold, conditions).model_copy(
+        update={
+            "observed_generation": rel.generation,
+            "start_time": now,
+            "completion_time": now,
+            "run": run,
+            "snapshot": run_snapshot,
+        }
+    )
+    failed = [{"id": p.id, "reason": p.error or ""} for p in planned if p.plan is None]
+    doc = index_document(
+        None,
+        namespace=rel.namespace,
+        name=rel.name,
+        generation=rel.generation,
+        run_id=run_id(rel.generation, rel.uid),
+        spec=spec,
+        status=status,
+        step={
+            "step": StepKind.PLAN.value,
+            "stepId": run.step_id,
+            "plan": plan_url,
+            "customers": len(planned),
+        },
+        failed=failed,
+        outcome=decision.outcome.value,
+        reason=decision.reason.value,
+        message=decision.message,
+    )
+    index = await _call(storage.write_index, run_folder, doc)
+    status = status.model_copy(update={"report": ReportRef(url=run_folder.url, index=index)})
+    await write_status(ctx, rel, status)
+    post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"dry run: {decision.message}; plan: {plan_url}")
+    ctx.metrics.run_finished(
+        rel.namespace,
+        rel.name,
+        _OUTCOME_METRIC[decision.outcome],
+        succeeded=fold.customers.succeeded,
+        failed=fold.customers.failed,
+        duration_seconds=0.0,
     )
 
 

@@ -138,6 +138,10 @@ class ReleaseStorage:
             ok.update(r.id for r in results or () if r.ok)
         return frozenset(ok)
 
+    def write_plan(self, folder: Location, name: str, body: bytes) -> str:
+        self.stores(folder).put(folder, name, body, content_type="application/x-ndjson")
+        return folder.url + name
+
     def read_index(self, run: Location) -> dict[str, Any] | None:
         try:
             data: dict[str, Any] = json.loads(self.stores(run).get(run, INDEX_NAME))

@@ -3,7 +3,9 @@ starts with. Pure.
 
 A *run* is one generation of a WebRelease. It has one or more *steps*, each one Indexed Job:
 
-- ``main`` (every customer), or ``plan`` when ``dryRun``;
+- ``main`` (every customer);
+- ``plan`` when ``dryRun``: the operator plans every customer itself, with read requests only, and
+  writes the plan as the report (no Job: nothing that can write a site runs at all);
 - ``canary`` then ``rest`` when ``canary`` is set (``rest`` only after every canary succeeded);
 - ``retry-<n>``: the customers of the previous step that did not succeed, started by the retry
   annotation after the run ended.

@@ -215,7 +215,7 @@ class RunStatus(StatusModel):
     step_id: Annotated[
         str, Field(max_length=63, description="Unique id of the step; names its report folder.")
     ]
-    job: Annotated[str, Field(max_length=63)]
+    job: Annotated[str, Field(max_length=63, description="The step's Job (empty for a dry run: no Job).")]
     snapshot: SnapshotRef = Field(description="The customers of this step.")
     customers_per_shard: Annotated[int, Field(ge=1)]
     shards: NonNegative
