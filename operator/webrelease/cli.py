@@ -306,7 +306,7 @@ def _add_status(sub: Subparsers) -> None:
         "status",
         help="a WebRelease's per-shard table and totals",
         description="Print the status of a WebRelease in a cluster: totals, every shard, failed customers. "
-        "Exit 0 when its run is Complete, 2 when it does not exist or its spec is invalid, 3 when the "
+        "Exit 0 when its run is Complete, 2 when it does not exist or its input is bad, 3 when the "
         "run ended with failed customers, 4 while it is still going.",
     )
     _cluster_arguments(p)

@@ -506,6 +506,9 @@ INVALID: dict[str, Invalid] = {
     "overrides without placeholder": Invalid(
         _set("overrides.url", lambda b: f"s3://{b}/overrides/all/"), message="spec.overrides.url"
     ),
+    "worker resources that are no quantities": Invalid(
+        _set("worker.resources", {"requests": {"cpu": "lots"}}), message="the Job was refused"
+    ),
     "file:// in a cluster": Invalid(
         _set("source.url", "file:///srv/builds/web/"), message="a cluster needs s3://"
     ),

@@ -4,7 +4,7 @@ Exit codes of ``status`` (and of ``status --wait`` once the run has ended):
 
 ====  ==============================================================
 0     the run of the current generation is Complete
-2     no such WebRelease, or its spec is invalid (Accepted=False)
+2     no such WebRelease, or bad input: an invalid spec, customer list or build (nothing was released)
 3     the run ended with failed customers (Degraded or Failed)
 4     the run is still going (without ``--wait``), or ``--wait`` timed out
 ====  ==============================================================
@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol, TextIO
 
 from kubernetes import config as k8s_config
 
+from webrelease.operator.conditions import Reason
 from webrelease.operator.constants import ANNOTATION_RETRY
 from webrelease.operator.kube import Kube, api_client
 from webrelease.operator.status import ConditionType, WebReleaseStatus
@@ -28,6 +29,10 @@ EXIT_COMPLETE: Final = 0
 EXIT_NOT_FOUND: Final = 2
 EXIT_FAILED_CUSTOMERS: Final = 3
 EXIT_IN_PROGRESS: Final = 4
+#: Failed before any customer was released, because of what the user gave: exit code 2.
+BAD_INPUT_REASONS: Final = frozenset(
+    {Reason.INVALID_SPEC, Reason.INVALID_CUSTOMER_LIST, Reason.BUILD_UNUSABLE, Reason.SNAPSHOT_FAILED}
+)
 
 
 class ReleaseReader(Protocol):
@@ -55,9 +60,15 @@ def exit_code(body: dict[str, Any]) -> int:
     accepted = status.condition(ConditionType.ACCEPTED)
     if accepted is not None and accepted.status == "False" and status.observed_generation == generation:
         return EXIT_NOT_FOUND
+    failed = status.condition(ConditionType.FAILED)
+    if (
+        failed is not None
+        and failed.status == "True"
+        and failed.observed_generation == generation
+        and failed.reason in BAD_INPUT_REASONS
+    ):
+        return EXIT_NOT_FOUND
     if status.observed_generation != generation or status.run is None or status.run.generation != generation:
-        if status.observed_generation == generation and status.is_true(ConditionType.FAILED):
-            return EXIT_FAILED_CUSTOMERS
         return EXIT_IN_PROGRESS
     if status.completion_time is None or status.is_true(ConditionType.PROGRESSING):
         return EXIT_IN_PROGRESS

@@ -100,13 +100,16 @@ async def run(namespace: str | None, name: str, memo: kopf.Memo, retry: int, **_
     ctx.wake(namespace, name)
 
 
-async def _until(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
+async def _until(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> bool:
+    """Wait for a wake-up, the daemon's stop, or ``timeout``; whether something happened."""
+
     async def stop() -> None:
         await stopped.wait()
 
     waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop())}
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return bool(done)
     finally:
         for w in waiters:
             w.cancel()
@@ -140,7 +143,12 @@ async def results(
         except (kopf.TemporaryError, ApiException, StorageError, OSError) as exc:
             logger.warning("will try again: %s", exc)
             relist = True
-        await _until(wake, stopped, ctx.settings.resync_seconds)
+        except Exception:
+            # a bug must not stop the results of this release for good: log it, try again later
+            logger.exception("unexpected error; will try again")
+            relist = True
+        # a quiet period (no event until the resync) lists the pods again, in case a watch event was lost
+        relist = not await _until(wake, stopped, ctx.settings.resync_seconds) or relist
         # a batch: let the other pods' events of this moment arrive before writing status
         await stopped.wait(ctx.settings.batch_seconds)
 

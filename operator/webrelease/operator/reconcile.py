@@ -20,6 +20,7 @@ at most a snapshot and finds the Job already there (``create_job`` returns it): 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import kopf
+from kubernetes.client import ApiException
 
 from webrelease.copier.customers import CustomerListError
 from webrelease.copier.desired import BuildError
@@ -279,6 +281,22 @@ def validate(body: Mapping[str, Any]) -> WebReleaseSpec:
     return spec
 
 
+class JobRefused(ValueError):
+    """The apiserver refused a step's Job (e.g. ``spec.worker.resources`` that are no quantities)."""
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+def spec_error_text(exc: SpecError) -> str:
+    """The error naming its field once (model errors already start with their paths)."""
+    return exc.message if exc.field and exc.message.startswith(exc.field) else str(exc)
+
+
 async def _credentials(ctx: Context, rel: Release, spec: WebReleaseSpec) -> Credentials | None:
     ref = spec.storage.secret_ref
     if ref is None:
@@ -298,16 +316,20 @@ def _temporary(ctx: Context, retry: int, message: str) -> kopf.TemporaryError:
 async def _fail_run(
     ctx: Context, rel: Release, reason: Reason, message: str, event: EventReason, *, accepted: bool = True
 ) -> None:
-    """The run of this generation cannot go on: Failed with ``reason``; no Job is left running."""
-    conditions = finished(
-        rel.status.conditions,
-        Outcome.FAILED,
-        reason,
-        message,
-        generation=rel.generation,
-        now=ctx.now(),
-        accepted=accepted,
-    )
+    """The run of this generation cannot go on: Failed with ``reason``; no Job is left running.
+    ``InvalidSpec`` also makes ``Accepted`` False."""
+    if reason == Reason.INVALID_SPEC:
+        conditions = invalid(rel.status.conditions, message, generation=rel.generation, now=ctx.now())
+    else:
+        conditions = finished(
+            rel.status.conditions,
+            Outcome.FAILED,
+            reason,
+            message,
+            generation=rel.generation,
+            now=ctx.now(),
+            accepted=accepted,
+        )
     new = rel.status.model_copy(
         update={"observed_generation": rel.generation, "conditions": conditions, "completion_time": ctx.now()}
     )
@@ -319,15 +341,22 @@ async def _supersede(ctx: Context, rel: Release) -> list[str]:
     """Delete every Job of this release made for another generation; the names still going away."""
     jobs: list[Obj] = await _call(ctx.kube.list_jobs, rel.namespace, rel.name)
     going: list[str] = []
+    deleted = False
     for job in jobs:
         meta = job.get("metadata") or {}
         if (meta.get("labels") or {}).get(LABEL_GENERATION) == str(rel.generation):
             continue
         going.append(str(meta["name"]))
         if not meta.get("deletionTimestamp"):
-            await _call(ctx.kube.delete_job, rel.namespace, meta["name"])
+            deleted = await _call(ctx.kube.delete_job, rel.namespace, meta["name"]) or deleted
     run = rel.status.run
-    if going and run is not None and run.generation != rel.generation and rel.status.completion_time is None:
+    # said once: when the deletion is asked for, not on every check while the Job goes away
+    if (
+        deleted
+        and run is not None
+        and run.generation != rel.generation
+        and rel.status.completion_time is None
+    ):
         ctx.metrics.run_finished(
             rel.namespace,
             rel.name,
@@ -384,7 +413,14 @@ async def _create_step(
         ),
         ctx.worker_defaults(),
     )
-    job, created = await _call(ctx.kube.create_job, manifest)
+    try:
+        job, created = await _call(ctx.kube.create_job, manifest)
+    except ApiException as exc:
+        if exc.status in (400, 422):
+            raise JobRefused(
+                f"spec.worker: the Job was refused by the apiserver: {_api_message(exc)}"
+            ) from None
+        raise
     owners = [o.get("uid") for o in (job.get("metadata") or {}).get("ownerReferences") or []]
     if rel.uid not in owners:
         raise kopf.TemporaryError(
@@ -416,7 +452,7 @@ async def _create_step(
     await write_status(ctx, rel, new)
     ctx.pods.forget(rel.namespace, rel.name, keep=sid)
     await _delete_other_jobs(ctx, rel, keep=start.job)
-    ctx.metrics.run_started(rel.namespace, rel.name, resumed=not created or not new_run)
+    ctx.metrics.run_started(rel.namespace, rel.name, resumed=not created)
     ctx.metrics.set_progress(
         rel.namespace,
         rel.name,
@@ -443,7 +479,7 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
         spec = validate(body)
     except SpecError as exc:
         await _supersede(ctx, rel)
-        message = str(exc)
+        message = spec_error_text(exc)
         if status.observed_generation != rel.generation or not status.is_true(ConditionType.FAILED):
             new = status.model_copy(
                 update={
@@ -524,22 +560,30 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
     post(
         rel.body, EventReason.SNAPSHOT_WRITTEN, f"{run_snapshot.count} customers frozen in {run_snapshot.url}"
     )
-    await _create_step(
-        ctx,
-        rel,
-        spec,
-        kind=kind,
-        snapshot=snapshot,
-        folder=folder,
-        carried=Carried(),
-        rest_pending=rest_pending,
-        retry_token=rel.annotations.get(ANNOTATION_RETRY),
-        retries=0,
-        run_snapshot=run_snapshot,
-        run_folder=run_folder,
-        new_run=True,
-        reason=EventReason.STEP_STARTED,
-    )
+    try:
+        await _create_step(
+            ctx,
+            rel,
+            spec,
+            kind=kind,
+            snapshot=snapshot,
+            folder=folder,
+            carried=Carried(),
+            rest_pending=rest_pending,
+            retry_token=rel.annotations.get(ANNOTATION_RETRY),
+            retries=0,
+            run_snapshot=run_snapshot,
+            run_folder=run_folder,
+            new_run=True,
+            reason=EventReason.STEP_STARTED,
+        )
+    except JobRefused as exc:
+        # nothing of a run that cannot start stays behind
+        await _call(storage.remove_snapshot, run_folder)
+        if folder != run_folder:
+            await _call(storage.remove_snapshot, folder)
+        await _fail_run(ctx, rel, Reason.INVALID_SPEC, str(exc), EventReason.INVALID_SPEC)
+        raise kopf.PermanentError(str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------- dry run
@@ -641,6 +685,13 @@ async def advance(ctx: Context, body: Obj, *, relist: bool = False) -> None:
     """Bring the status of the current run up to date; end the step or the run when its Job has ended;
     start a retry when the annotation asks for one. Does nothing for a generation :func:`start_run`
     has not started yet."""
+    try:
+        await _advance(ctx, body, relist=relist)
+    except JobRefused as exc:
+        await _fail_run(ctx, Release.of(body), Reason.INVALID_SPEC, str(exc), EventReason.INVALID_SPEC)
+
+
+async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
     rel = Release.of(body)
     status, run = rel.status, rel.status.run
     if run is None or run.generation != rel.generation or status.observed_generation != rel.generation:
