@@ -7,7 +7,10 @@ ones, the status counters equal the report's lines, and there is one Job.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 from tests.cluster.operator_harness import OperatorProcess, ended, install_crd
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane, Kube
-from tests.harness.nodeagent import NodeAgent
+from tests.harness.nodeagent import NodeAgent, NodeAgentConfig, NodeAgentProcess
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.clusterkit import (
     ClusterRun,
@@ -29,7 +32,7 @@ from tests.reliability.clusterkit import (
     pod_index,
 )
 from tests.reliability.conftest import ReleaseFactory
-from tests.reliability.kit import BUILD, BigRelease, Tally, check_outcome, make_customers
+from tests.reliability.kit import BUILD, BigRelease, RestartableS3, Tally, check_outcome, make_customers
 
 pytestmark = [pytest.mark.reliability, pytest.mark.storage]
 
@@ -175,3 +178,121 @@ def test_operator_killed_and_restarted_twice_mid_run(
     assert {i: c for i, c in per_index.items() if i != last} == {i: 1 for i in range(last)}, per_index
     assert per_index[last] == 2
     _finish(run, tmp_path, tally, body)
+
+
+def test_s3_server_down_for_seconds_mid_run(
+    cluster: Cluster,
+    restartable_s3: RestartableS3,
+    make_release: ReleaseFactory,
+    tmp_path: Path,
+    tally: Tally,
+) -> None:
+    """The S3 server every shard, the operator and the reports use is SIGKILLed while sites are
+    half written and started again 4 s later (same port, same data): requests are retried, shards
+    that lost customers are retried by the Job, and the run ends exact."""
+    s3 = restartable_s3
+    rel = make_release(
+        s3.endpoint, make_customers(CUSTOMERS, DOOMED), customers_per_shard=PER_SHARD, retries_per_shard=2
+    )
+    start = time.monotonic()
+    run = cluster.start(rel)
+    total = len(rel.good) * FILES
+    at_kill = wait_until(
+        "sites half written",
+        lambda: (n := sum(objects_by_customer(rel).values())) >= total // 4 and n,
+        timeout_s=180,
+        interval_s=0.1,
+    )
+    s3.kill()
+    body = run.body()
+    assert not ended(body), "the run ended before the fault"
+    time.sleep(4)  # the outage
+    s3.start()
+    body = run.wait_ended()
+    tally.seconds = time.monotonic() - start
+    tally.faults = 1
+    tally.notes.append(f"killed with {at_kill} of {total} site objects written")
+    assert at_kill < total
+    _finish(run, tmp_path, tally, body)
+
+
+def test_node_agent_paused_status_goes_stale_then_resumes(
+    cluster: Cluster,
+    s3_server: S3Endpoint,
+    make_release: ReleaseFactory,
+    tmp_path: Path,
+    tally: Tally,
+) -> None:
+    """The node agent running the shard pods is paused (SIGSTOP: no heartbeats, no pod status) while
+    every shard is running, for 12 s, long enough for the pods' processes to finish unseen. The run
+    waits for it (nothing is counted that the API does not show), then counts every shard once."""
+    node = f"paused-{uuid.uuid4().hex[:6]}"
+    taint = {"key": "webrelease.dev/reliability", "value": node, "effect": "NoSchedule"}
+    agent = NodeAgentProcess(
+        NodeAgentConfig(
+            kubeconfig=cluster.plane.kubeconfig,
+            work_dir=tmp_path / "agent",
+            node_name=node,
+            concurrency=10,
+            path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            taints=(taint,),
+            labels={"webrelease.dev/node": node},
+            deregister_on_stop=True,
+        ),
+        tmp_path / "agent.log",
+    )
+    agent.start()
+    try:
+        rel = make_release(
+            s3_server,
+            make_customers(CUSTOMERS, DOOMED),
+            customers_per_shard=PER_SHARD,
+            retries_per_shard=0,
+            extra_spec={
+                "sharding": {"parallelism": 10},
+                "worker": {
+                    "nodeSelector": {"webrelease.dev/node": node},
+                    "tolerations": [{"key": taint["key"], "operator": "Exists", "effect": "NoSchedule"}],
+                },
+            },
+        )
+        start = time.monotonic()
+        run = cluster.start(rel)
+        wait_until(
+            "every shard pod running, and sites being written",
+            lambda: (
+                sum(1 for p in run.pods() if (p.get("status") or {}).get("phase") == "Running") == 9
+                and sum(objects_by_customer(rel).values()) > 0
+            ),
+            timeout_s=180,
+            interval_s=0.1,
+        )
+        agent.pause()
+        paused_at = time.monotonic()
+        try:
+            # the pods' processes go on without their node: wait until they have all ended
+            wait_until(
+                "every site written while the agent is paused",
+                lambda: sum(objects_by_customer(rel).values()) == len(rel.good) * FILES,
+                timeout_s=120,
+                interval_s=0.2,
+            )
+            while time.monotonic() < paused_at + 12:
+                time.sleep(0.5)
+            stale = run.body()
+            phases = {(p.get("status") or {}).get("phase") for p in run.pods()}
+        finally:
+            agent.resume()
+        assert phases == {"Running"}, phases  # the API still says so: nothing was reported
+        assert not ended(stale)
+        shards = stale["status"].get("shards") or {}
+        assert int(shards.get("succeeded", 0)) == 0, shards
+        body = run.wait_ended()
+        tally.seconds = time.monotonic() - start
+        tally.faults = 1
+        tally.notes.append("node agent paused 12 s with 9 shard pods running")
+        pods = run.pods()
+        assert sorted(pod_index(p) for p in pods) == list(range(9)), "a shard ran twice"
+        _finish(run, tmp_path, tally, body)
+    finally:
+        agent.stop()
