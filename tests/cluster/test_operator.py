@@ -411,8 +411,16 @@ def test_a_new_build_mid_run_supersedes_the_running_one(env: Env) -> None:
     got = sites(s3_server, s3_bucket)
     for record in records:
         assert got[record["id"]] == expected_site(BUILD_V2, record), record["id"]
-    events = kube.items(api_path("v1", "events", namespace=shop), fieldSelector="involvedObject.name=spring")
-    assert any(e["reason"] == "Superseded" for e in events)
+    wait_until(
+        "the Superseded Event",
+        lambda: any(
+            e["reason"] == "Superseded"
+            for e in kube.items(
+                api_path("v1", "events", namespace=shop), fieldSelector="involvedObject.name=spring"
+            )
+        ),
+        timeout_s=30,
+    )
 
 
 def test_deleting_the_release_removes_its_job_and_pods_but_not_the_sites(env: Env) -> None:
@@ -555,10 +563,16 @@ def test_an_invalid_spec_is_refused_with_no_job_and_nothing_written(env: Env, ca
         accepted = condition(body, "Accepted")
         assert accepted is not None
         assert accepted["status"] == ("False" if bad.reason == "InvalidSpec" else "True")
-        events = env.kube.items(
-            api_path("v1", "events", namespace=env.ns), fieldSelector="involvedObject.name=broken"
+        wait_until(
+            "a Warning Event saying so",
+            lambda: any(
+                e["type"] == "Warning" and bad.message in e["message"]
+                for e in env.kube.items(
+                    api_path("v1", "events", namespace=env.ns), fieldSelector="involvedObject.name=broken"
+                )
+            ),
+            timeout_s=30,
         )
-        assert any(e["type"] == "Warning" and bad.message in e["message"] for e in events)
     assert jobs_of(env.kube, env.ns, "broken") == []
     assert keys_under(env.s3, env.bucket, "sites/") == []
     assert keys_under(env.s3, env.bucket, "reports/") == []
@@ -624,3 +638,34 @@ def test_dry_run_plans_every_customer_and_writes_no_site(env: Env) -> None:
     assert [p["id"] for p in plan] == [r["id"] for r in records]
     assert {p["id"]: p["status"] for p in plan}["c004"] == "failed"
     assert all(p["render"] == 3 and p["copy"] == 2 for p in plan if p["status"] == "ok")
+
+
+def test_a_run_that_failed_on_its_customer_list_starts_again_on_retry_once_the_list_is_fixed(
+    env: Env,
+) -> None:
+    put_files(env.s3, env.bucket, "builds/v1/", BUILD_V1)
+    url = f"s3://{env.bucket}/lists/late.jsonl"  # not there yet
+    done = apply(env.plane, env.ns, manifest("late", spec_for(env.s3, env.bucket, url)))
+    assert done.returncode == 0, done.stderr
+    body = wait_release(env.kube, env.ns, "late", "the run has failed", ended, operator=env.operator)
+    failed = condition(body, "Failed")
+    assert failed is not None and failed["reason"] == "InvalidCustomerList", failed
+
+    records = customers(7)
+    put_customers(env.s3, env.bucket, "lists/late.jsonl", records)
+    env.kube.patch(
+        release_path(env.ns, "late"), {"metadata": {"annotations": {"webrelease.dev/retry": "now"}}}
+    )
+    body = wait_release(
+        env.kube,
+        env.ns,
+        "late",
+        "the run has completed",
+        lambda b: ended(b) and is_true(b, "Complete"),
+        operator=env.operator,
+    )
+    assert body["status"]["customers"] == {"total": 7, "succeeded": 7, "failed": 0, "pending": 0}
+    assert body["status"]["retryToken"] == "now"
+    got = sites(env.s3, env.bucket)
+    for record in records:
+        assert got[record["id"]] == expected_site(BUILD_V1, record), record["id"]

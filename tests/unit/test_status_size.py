@@ -119,6 +119,7 @@ def _object(shards: int) -> dict[str, Any]:
         progress=fold.progress,
         start_time="2026-01-01T00:00:00Z",
         completion_time="2026-01-01T05:00:00Z",
+        retry_token="t" * 253,
         run=RunStatus(
             generation=12,
             step=StepKind.RETRY,
@@ -127,7 +128,6 @@ def _object(shards: int) -> dict[str, Any]:
             snapshot=snap,
             customers_per_shard=PER_SHARD,
             shards=shards,
-            retry_token="t" * 253,
             retries=3,
             started="2026-01-01T00:00:00Z",
         ),

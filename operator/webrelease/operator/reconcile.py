@@ -20,6 +20,7 @@ at most a snapshot and finds the Job already there (``create_job`` returns it): 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -96,6 +97,11 @@ from webrelease.operator.status import (
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+#: Why a run can fail before its first Job and be started again by the retry annotation once the
+#: input (the customer list, a Secret, the build) is fixed; an invalid spec needs a new generation.
+RESTARTABLE: Final = frozenset(
+    {Reason.INVALID_CUSTOMER_LIST.value, Reason.SNAPSHOT_FAILED.value, Reason.BUILD_UNUSABLE.value}
+)
 #: Seconds between checks while an old Job is being deleted.
 SUPERSEDE_POLL: Final = 2.0
 _OUTCOME_EVENTS: Final = {
@@ -331,7 +337,13 @@ async def _fail_run(
             accepted=accepted,
         )
     new = rel.status.model_copy(
-        update={"observed_generation": rel.generation, "conditions": conditions, "completion_time": ctx.now()}
+        update={
+            "observed_generation": rel.generation,
+            "conditions": conditions,
+            "completion_time": ctx.now(),
+            # a retry annotation set before this failure has been acted on: this was the try
+            "retry_token": rel.annotations.get(ANNOTATION_RETRY),
+        }
     )
     await write_status(ctx, rel, new)
     post(rel.body, event, message)
@@ -466,12 +478,13 @@ async def _create_step(
 # ---------------------------------------------------------------------------------- start_run
 
 
-async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
+async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = False) -> None:
     """Start the run of the object's generation, unless it has started already.
 
-    Raises ``kopf.PermanentError`` (after writing a Failed condition) when the spec or the customer
-    list is invalid, and ``kopf.TemporaryError`` while an old Job is going away or a passing problem
-    (a missing Secret, storage unreachable) lasts.
+    ``again``: start it although it failed before its first Job (the retry annotation, after the
+    customer list or a Secret was fixed). Raises ``kopf.PermanentError`` (after writing a Failed
+    condition) when the spec or the customer list is invalid, and ``kopf.TemporaryError`` while an
+    old Job is going away or a passing problem (a missing Secret, storage unreachable) lasts.
     """
     rel = Release.of(body)
     status = rel.status
@@ -495,8 +508,8 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0) -> None:
     run = status.run
     if run is not None and run.generation == rel.generation:
         return  # started already (an operator restart, or a repeated event)
-    if status.observed_generation == rel.generation and status.is_true(ConditionType.FAILED):
-        return  # this generation failed before its first Job (e.g. a bad customer list)
+    if status.observed_generation == rel.generation and status.is_true(ConditionType.FAILED) and not again:
+        return  # this generation failed before its first Job (e.g. a bad customer list); see advance
 
     going = await _supersede(ctx, rel)
     if going:
@@ -632,7 +645,6 @@ async def _plan_run(
         snapshot=run_snapshot,
         customers_per_shard=max(1, run_snapshot.count),
         shards=0,
-        retry_token=rel.annotations.get(ANNOTATION_RETRY),
         started=now,
     )
     status = _with_fold(rel.status, fold, conditions).model_copy(
@@ -641,6 +653,7 @@ async def _plan_run(
             "start_time": now,
             "completion_time": now,
             "run": run,
+            "retry_token": rel.annotations.get(ANNOTATION_RETRY),
             "snapshot": run_snapshot,
         }
     )
@@ -694,12 +707,19 @@ async def advance(ctx: Context, body: Obj, *, relist: bool = False) -> None:
 async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
     rel = Release.of(body)
     status, run = rel.status, rel.status.run
-    if run is None or run.generation != rel.generation or status.observed_generation != rel.generation:
+    token = rel.annotations.get(ANNOTATION_RETRY)
+    if status.observed_generation != rel.generation:
+        return
+    if run is None or run.generation != rel.generation:
+        failed = status.condition(ConditionType.FAILED)
+        if token and token != status.retry_token and failed is not None and failed.reason in RESTARTABLE:
+            # the run failed before its first Job; its input may have been fixed since: start again
+            with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+                await start_run(ctx, body, again=True)
         return
     spec = validate(body)
     if status.completion_time is not None:
-        token = rel.annotations.get(ANNOTATION_RETRY)
-        if token and token != run.retry_token:
+        if token and token != status.retry_token:
             await _retry(ctx, rel, spec, token)
         return
     if status.report is None or status.snapshot is None:
@@ -835,7 +855,7 @@ async def _start_rest(ctx: Context, end: StepEnd) -> None:
         folder=rest_folder,
         carried=Carried(succeeded=fold.customers.succeeded, objects=fold.objects),
         rest_pending=False,
-        retry_token=run.retry_token,
+        retry_token=status.retry_token,
         retries=run.retries,
         run_snapshot=status.snapshot,
         run_folder=end.run_folder,
@@ -925,7 +945,7 @@ async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -
     """The retry annotation has a new value: re-run the customers of the last step that did not succeed."""
     status, run = rel.status, rel.status.run
     assert run is not None and status.report is not None and status.snapshot is not None
-    record_only = status.model_copy(update={"run": run.model_copy(update={"retry_token": token})})
+    record_only = status.model_copy(update={"retry_token": token})
     if spec.dry_run:
         await write_status(ctx, rel, record_only)
         post(rel.body, EventReason.NOTHING_TO_RETRY, "a dry run writes nothing: there is nothing to retry")

@@ -152,6 +152,7 @@ def started_status(
             "progress": fold.progress,
             "start_time": start.now if new_run or previous.start_time is None else previous.start_time,
             "completion_time": None,
+            "retry_token": start.retry_token,
             "run": RunStatus(
                 generation=start.generation,
                 step=start.kind,
@@ -162,7 +163,6 @@ def started_status(
                 shards=start.plan.shards,
                 carried=start.carried,
                 rest_pending=start.rest_pending,
-                retry_token=start.retry_token,
                 retries=start.retries,
                 started=start.now,
             ),

@@ -222,9 +222,6 @@ class RunStatus(StatusModel):
     carried: Carried = Carried()
     #: The canary succeeded and the other customers are still to be released.
     rest_pending: bool = False
-    retry_token: Annotated[str, Field(max_length=253)] | None = Field(
-        default=None, description="The last webrelease.dev/retry annotation value acted on."
-    )
     retries: NonNegative = 0
     started: Annotated[str, Field(description="RFC 3339 time this step's Job was created.")] | None = None
 
@@ -246,6 +243,9 @@ class WebReleaseStatus(StatusModel):
     start_time: str | None = None
     completion_time: str | None = None
     run: RunStatus | None = None
+    retry_token: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="The last webrelease.dev/retry annotation value acted on."
+    )
     customers: CustomerCounts = CustomerCounts()
     shards: ShardCounts = ShardCounts()
     objects: ObjectCounts = ObjectCounts()
