@@ -45,11 +45,9 @@ def main(argv: list[str]) -> int:
     readers = NamespacedReaders(kube, meta["namespace"])
     storage = ReleaseStorage.open(spec, None)
     phase("validate the spec, open the S3 and API clients")
-    records = storage.load_customers(secrets=readers, config_maps=readers)
-    phase("read, validate and sort the customer list")
     folder = run_location(spec, meta["namespace"], meta["name"], run_id(1, meta["uid"]))
-    snapshot = storage.write_snapshot(folder, records)
-    phase("write the snapshot")
+    snapshot = storage.freeze_customers(folder, secrets=readers, config_maps=readers)
+    phase("read, validate, sort and write the snapshot (freeze)")
     plan = plan_step(spec, snapshot.count)
     manifest = build_job(
         StepJob(
