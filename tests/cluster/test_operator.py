@@ -8,6 +8,7 @@ checked by reading every object back; waits poll the API with deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -118,6 +119,17 @@ def shard_result_ids(s3: S3Endpoint, index_url: str) -> dict[str, list[dict[str,
     }
 
 
+def _leftovers(kube: Kube) -> list[str]:
+    """WebReleases in namespaces being deleted (they wait for the operator to drop its finalizer)."""
+    going = {
+        ns["metadata"]["name"]
+        for ns in kube.items(api_path("v1", "namespaces"))
+        if ns["metadata"].get("deletionTimestamp")
+    }
+    releases = kube.items(api_path("webrelease.dev/v1alpha1", "webreleases"))
+    return [wr["metadata"]["name"] for wr in releases if wr["metadata"]["namespace"] in going]
+
+
 @pytest.fixture(scope="module")
 def operator(
     control_plane: ControlPlane,
@@ -131,6 +143,12 @@ def operator(
     try:
         yield process
     finally:
+        # the test namespaces are being deleted: let the operator release its finalizers first
+        if process.running():
+            with contextlib.suppress(AssertionError):
+                wait_until(
+                    "the WebReleases of deleted namespaces to go", lambda: not _leftovers(kube), timeout_s=60
+                )
         process.stop()
 
 
