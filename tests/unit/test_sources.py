@@ -235,6 +235,11 @@ def test_a_bad_csv_header_stops_the_list(header: bytes, message: str) -> None:
     assert [(r.where, r.error) for r in recs] == [("line 1", message)]
 
 
+def test_csv_header_names_lose_surrounding_blanks_but_values_keep_them() -> None:
+    recs = records(" id , plan \na, gold \n", key="c.csv")
+    assert good(recs) == [("line 2", {"id": "a", "plan": " gold "})]
+
+
 def test_csv_with_a_utf8_bom_and_semicolon_in_values() -> None:
     recs = records("\ufeffid,note\na,x;y\n".encode(), key="c.csv")
     assert good(recs) == [("line 2", {"id": "a", "note": "x;y"})]
