@@ -17,6 +17,7 @@ checks every scenario ends with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,12 +30,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tests.harness.s3_fixtures import unique_bucket_name
 from tests.harness.s3server import FaultProxy, S3Endpoint, S3Server, free_port
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 WEBRELEASE = Path(sys.executable).with_name("webrelease")
 
@@ -119,9 +123,15 @@ def encode_jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
 Inventory = dict[tuple[str, str], str]
 
 
+@functools.lru_cache(maxsize=16)
+def client_for(endpoint: S3Endpoint) -> S3Client:
+    """One boto3 client per endpoint for the checks (making one costs ~0.1 s; they are thread-safe)."""
+    return endpoint.client()
+
+
 def inventory(endpoint: S3Endpoint) -> Inventory:
     """Every object of every bucket on the server: ``(bucket, key) -> ETag``."""
-    client = endpoint.client()
+    client = client_for(endpoint)
     out: Inventory = {}
     for bucket in client.list_buckets().get("Buckets", []):
         name = bucket.get("Name", "")
@@ -138,7 +148,7 @@ def changed(before: Inventory, after: Inventory) -> set[tuple[str, str]]:
 
 def list_bucket(endpoint: S3Endpoint, bucket: str, prefix: str = "") -> dict[str, str]:
     """``key -> ETag`` of every object under ``prefix``."""
-    client = endpoint.client()
+    client = client_for(endpoint)
     out: dict[str, str] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -147,7 +157,7 @@ def list_bucket(endpoint: S3Endpoint, bucket: str, prefix: str = "") -> dict[str
 
 
 def read_object(endpoint: S3Endpoint, bucket: str, key: str) -> bytes:
-    return endpoint.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return client_for(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -217,7 +227,7 @@ class BigRelease:
         return self.ids - self.doomed
 
     def setup(self) -> BigRelease:
-        client = self.endpoint.client()
+        client = client_for(self.endpoint)
         for bucket in self.buckets:
             self.endpoint.make_bucket(bucket)
         for key, body in BUILD.items():
