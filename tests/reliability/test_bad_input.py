@@ -313,7 +313,18 @@ REFUSED: dict[str, Refused] = {
     ),
     "101 templates": Refused(_spec("spec.templates", [f"t{i}.js" for i in range(101)]), ("spec.templates",)),
     "a 300-character template pattern": Refused(_spec("spec.templates", ["a" * 300]), ("spec.templates.0",)),
+    "release name climbs out": Refused(_spec("metadata.name", "../../victim"), ("metadata.name",)),
+    "template pattern outside the build": Refused(
+        _spec("spec.templates", ["index.html", "/etc/passwd"]), ("spec.templates",)
+    ),
     # -- target and overrides templates
+    "target prefix climbs out": Refused(
+        _spec("spec.target.url", lambda w: f"s3://{w.sites}/sites/../victim/{{slug}}/"), ("spec.target.url",)
+    ),
+    "overrides prefix climbs out": Refused(
+        _spec("spec.overrides.url", lambda w: f"s3://{w.build}/overrides/../../{{slug}}/"),
+        ("spec.overrides.url",),
+    ),
     "target without placeholder": Refused(
         _spec("spec.target.url", lambda w: f"s3://{w.sites}/sites/all/"),
         ("spec.target.url", "no placeholder"),

@@ -24,7 +24,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-# targets.py depends on nothing of ours, so spec can import it
+# targets.py and globs.py depend on nothing of ours, so spec can import them
+from webrelease.copier.globs import check_globs
 from webrelease.copier.targets import check_target_template
 
 API_GROUP = "webrelease.dev"
@@ -230,10 +231,20 @@ class WebReleaseSpec(Model):
     storage: Storage = Storage()
     worker: Worker = Worker()
 
+    @field_validator("templates", "entrypoints")
+    @classmethod
+    def _globs_compile(cls, v: list[str]) -> list[str]:
+        check_globs(v)  # a pattern outside the build root is refused here, naming the field
+        return v
+
+
+#: A Kubernetes object name (DNS-1123 subdomain): the release name is also a folder of the report.
+RELEASE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
 
 class Metadata(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
-    name: Annotated[str, Field(min_length=1, max_length=253)] = "release"
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=RELEASE_NAME_PATTERN)] = "release"
     namespace: str | None = None
     generation: int | None = None
     uid: str | None = None

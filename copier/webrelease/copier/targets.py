@@ -62,6 +62,10 @@ def check_target_template(template: str) -> None:
         )
     if template.startswith("s3://") and "/" not in prefix[len("s3://") :]:
         raise ValueError(f"{template!r}: the bucket must be fixed; placeholders go after s3://bucket/")
+    if template.startswith("s3://") and any(
+        seg in _UNSAFE_SEGMENTS for seg in template[len("s3://") :].split("/")[1:-1]
+    ):
+        raise ValueError(f"{template!r} has an empty, '.' or '..' segment: a key means exactly one place")
     if template.startswith("file://") and len(prefix) <= len("file://"):
         raise ValueError(f"{template!r}: the folder must be fixed; placeholders go after file:///some/dir/")
     if not template.endswith("/"):
