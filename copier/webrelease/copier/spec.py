@@ -49,7 +49,9 @@ class SpecError(ValueError):
     """A release spec that cannot run; ``field`` is the dotted camelCase path of the culprit."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}" if field else message)
+        # messages built from model errors already start with their path: name the field once
+        named = not field or message.startswith(field)
+        super().__init__(message if named else f"{field}: {message}")
         self.field = field
         self.message = message
 

@@ -298,11 +298,6 @@ def _api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-def spec_error_text(exc: SpecError) -> str:
-    """The error naming its field once (model errors already start with their paths)."""
-    return exc.message if exc.field and exc.message.startswith(exc.field) else str(exc)
-
-
 async def _credentials(ctx: Context, rel: Release, spec: WebReleaseSpec) -> Credentials | None:
     ref = spec.storage.secret_ref
     if ref is None:
@@ -492,7 +487,7 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
         spec = validate(body)
     except SpecError as exc:
         await _supersede(ctx, rel)
-        message = spec_error_text(exc)
+        message = str(exc)
         if status.observed_generation != rel.generation or not status.is_true(ConditionType.FAILED):
             new = status.model_copy(
                 update={
