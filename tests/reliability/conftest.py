@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.operator_harness import OperatorProcess, install_crd
+from tests.harness.controlplane import ControlPlane, Kube
+from tests.harness.nodeagent import NodeAgent
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.kit import BigRelease, RestartableS3, Tally
 
@@ -26,6 +29,23 @@ def tally(request: pytest.FixtureRequest) -> Tally:
     t = Tally(request.node.name)
     request.config.stash.setdefault(_TALLIES, []).append(t)
     return t
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane,
+    kube: Kube,
+    node_agent: NodeAgent | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    """``webrelease operator`` as a process of its own (the operator tests' harness), one per module."""
+    install_crd(control_plane, kube)
+    process = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture

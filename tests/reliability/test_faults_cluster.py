@@ -11,17 +11,16 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.operator_harness import OperatorProcess, ended, install_crd
+from tests.cluster.operator_harness import OperatorProcess, ended
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane, Kube
-from tests.harness.nodeagent import NodeAgent, NodeAgentConfig, NodeAgentProcess
+from tests.harness.nodeagent import NodeAgentConfig, NodeAgentProcess
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.clusterkit import (
     ClusterRun,
@@ -40,22 +39,6 @@ CUSTOMERS = 200
 DOOMED = 3
 PER_SHARD = 25
 FILES = len(BUILD)
-
-
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    kube: Kube,
-    node_agent: NodeAgent | None,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
-    install_crd(control_plane, kube)
-    process = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @dataclass(frozen=True)
