@@ -134,6 +134,8 @@ class World:
             client.put_object(Bucket=self.build, Key=f"build/{key}", Body=data)
         self.put_customers(customers)
         client.put_object(Bucket=self.build, Key="overrides/good-2/assets/extra.css", Body=b"b{}")
+        # a tenant's own upload with a key no site can hold (the entrypoint pattern matches it)
+        client.put_object(Bucket=self.build, Key="overrides/x-bad-key/a\\..\\victim.html", Body=b"x")
         # another tenant's site, in the sites bucket and in a bucket of its own: never touched
         client.put_object(Bucket=self.sites, Key="sites/victim/index.html", Body=b"victim's page")
         client.put_object(Bucket=self.victim, Key="sites/victim/index.html", Body=b"victim's page")
@@ -454,6 +456,9 @@ CUSTOMERS: dict[str, Customer] = {
     "slug with a newline": Customer(_rec("x-newline", slug="a\nb"), ("target", "single safe path segment")),
     "slug empty": Customer(_rec("x-empty", slug=""), ("target", "'slug' is empty")),
     "slug missing": Customer({**_rec("x-missing"), "slug": None}, ("target", "no field 'slug'")),
+    "overrides key with backslashes": Customer(
+        _rec("x-bad-key"), ("override", "a\\..\\victim.html", "contains a backslash")
+    ),
     "slug a number": Customer(_rec("x-number", slug=7), ()),  # str(7) is a fine segment: it must succeed
 }
 

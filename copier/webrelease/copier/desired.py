@@ -23,7 +23,16 @@ from webrelease.copier.globs import GlobError, GlobSet
 from webrelease.copier.plan import Origin, Want, desired_files
 from webrelease.copier.render import MAX_OUTPUT_BYTES, RenderError, Templates
 from webrelease.copier.spec import WebReleaseSpec
-from webrelease.copier.storage import InvalidUrl, Location, NotFound, ObjectInfo, Store, parse_url
+from webrelease.copier.storage import (
+    InvalidKey,
+    InvalidUrl,
+    Location,
+    NotFound,
+    ObjectInfo,
+    Store,
+    check_key,
+    parse_url,
+)
 from webrelease.copier.targets import TargetError, render_target
 
 #: Objects are hashed in ranges of this size (never held whole in memory).
@@ -181,6 +190,11 @@ def prepare_customer(
             out.body,
         )
     desired = desired_files(build.files, rendered, overrides)
+    for key, want in desired.items():  # a key the site cannot hold fails the customer before any write
+        try:
+            check_key(key, site.prefix)
+        except InvalidKey as exc:
+            raise CustomerError(f"{want.origin.value} {key}: {exc}") from None
     listing: dict[str, ObjectInfo] = {}
     if list_site:
         sstore = store_for(site)
