@@ -91,3 +91,29 @@ def test_settings_quick_mode_and_versions_from_the_install_scripts() -> None:
         ("s5cmd", "webrelease"),
         ("copy",),
     )
+
+
+def test_profile_charges_each_sample_to_the_innermost_known_layer() -> None:
+    from bench.profile import OTHER, summarise
+
+    raw = [
+        # a regex compiled inside botocore is botocore's time, not the regex module's
+        "thread (0x1);run_shard (webrelease/copier/shard.py:10)"
+        ";S3Store.copy (webrelease/copier/storage/s3.py:3);_make_api_call (botocore/client.py:1)"
+        ";parse (botocore/parsers.py:9);compile (re/__init__.py:2) 30",
+        "thread (0x2);S3Store.copy (webrelease/copier/storage/s3.py:3);add_auth (botocore/auth.py:4) 10",
+        "thread (0x3);render (webrelease/copier/render.py:5);lex (jinja2/lexer.py:6) 5",
+        "thread (0x4);<module> (bench.py:1) 5",
+        "not a stack line",
+    ]
+    p = summarise(raw, rate=100)
+    assert p.samples == 50
+    assert p.by_layer == {
+        "botocore: response parsing": 30,
+        "botocore: signing (SigV4)": 10,
+        "webrelease: render (Jinja2)": 5,
+        OTHER: 5,
+    }
+    assert p.top_self[0] == ("compile (re/__init__.py)", 30)
+    # inclusive: S3Store.copy is on 40 of the 50 samples
+    assert dict(p.top_webrelease)["S3Store.copy (webrelease/copier/storage/s3.py)"] == 40
