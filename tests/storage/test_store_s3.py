@@ -259,6 +259,7 @@ def test_unreachable_endpoint_names_it_without_secrets(bucket_loc: Location) -> 
         max_in_flight=2,
         credentials=Credentials("AKIAXXXXXXXXXXXXXXXX", "s3cr3t-value"),
         max_attempts=2,
+        unreachable_deadline=1.0,
     )
     with pytest.raises(StorageError) as info:
         store.put(bucket_loc, "a.txt", b"x")

@@ -34,7 +34,9 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectionError,
+    EndpointConnectionError,
     IncompleteReadError,
     NoCredentialsError,
     ReadTimeoutError,
@@ -77,6 +79,9 @@ PART_COPY_CONCURRENCY = 8
 DEFAULT_MAX_ATTEMPTS = 10
 #: How long one request may keep being throttled before it fails.
 DEFAULT_THROTTLE_DEADLINE_S = 600.0
+#: How long one request may keep failing to reach the server (a restart, a network blip) before it
+#: fails: botocore's own retries stop early once a burst of failures has drained its retry quota.
+DEFAULT_UNREACHABLE_DEADLINE_S = 30.0
 _THROTTLE_BACKOFF_MAX_S = 20.0
 _STREAM_READ_ATTEMPTS = 3
 
@@ -143,6 +148,7 @@ class S3Store:
         part_size: int = DEFAULT_PART_SIZE,
         throttle_deadline: float = DEFAULT_THROTTLE_DEADLINE_S,
         throttle_backoff: float = 0.5,
+        unreachable_deadline: float = DEFAULT_UNREACHABLE_DEADLINE_S,
         secrets: Sequence[str] = (),
         endpoint_url: str | None = None,
     ) -> None:
@@ -156,6 +162,7 @@ class S3Store:
         self.part_size = part_size
         self.throttle_deadline = throttle_deadline
         self.throttle_backoff = throttle_backoff
+        self.unreachable_deadline = unreachable_deadline
         self._secrets = [s for s in secrets if s and len(s) >= 4]
         self._endpoint = _redact_url(endpoint_url)
         self._target = threading.local()
@@ -175,6 +182,7 @@ class S3Store:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         throttle_deadline: float = DEFAULT_THROTTLE_DEADLINE_S,
         throttle_backoff: float = 0.5,
+        unreachable_deadline: float = DEFAULT_UNREACHABLE_DEADLINE_S,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
     ) -> S3Store:
@@ -221,6 +229,7 @@ class S3Store:
             part_size=min(DEFAULT_PART_SIZE, max(MIN_PART_SIZE, threshold)),
             throttle_deadline=throttle_deadline,
             throttle_backoff=throttle_backoff,
+            unreachable_deadline=unreachable_deadline,
             secrets=secrets,
             endpoint_url=settings.endpoint_url,
         )
@@ -310,6 +319,16 @@ class S3Store:
                         "or spread the sites over more prefixes"
                     ) from None
                 raise self._error(exc, what) from None
+            except (EndpointConnectionError, ConnectionClosedError) as exc:
+                # unreachable: like throttling, it slows the release down until a deadline
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.unreachable_deadline
+                if now >= deadline:
+                    raise self._error(exc, what) from None
+                attempt += 1
+                delay = random.uniform(0, min(_THROTTLE_BACKOFF_MAX_S, self.throttle_backoff * 2**attempt))
+                time.sleep(max(0.0, min(delay, deadline - now)))
             except BotoCoreError as exc:
                 raise self._error(exc, what) from None
 
