@@ -291,8 +291,8 @@ def test_pool_is_sized_to_requests_in_flight(
             list(pool.map(lambda i: store.put(bucket_loc, f"k{i % 50}", b"x"), range(400)))
         return [r.getMessage() for r in caplog.records if "Connection pool is full" in r.getMessage()]
 
-    assert load(s3_store(s3_server, max_in_flight=32)) == []
-    assert load(s3_store(s3_server, max_in_flight=1)) != []
+    assert load(s3_store(s3_server, max_in_flight=32, fast_path=False)) == []
+    assert load(s3_store(s3_server, max_in_flight=1, fast_path=False)) != []
 
 
 def test_listing_skips_folder_markers_and_decodes_keys(s3_server: S3Endpoint, bucket_loc: Location) -> None:

@@ -64,6 +64,7 @@ def open_store(
     credentials: Credentials | None = None,
     on_request: RequestHook | None = None,
     multipart_threshold: int | None = None,
+    fast_path: bool = True,
 ) -> Store:
     """The store for ``scheme`` (``s3`` or ``file``).
 
@@ -72,6 +73,8 @@ def open_store(
     (environment, web identity / ServiceAccount token, instance profile). ``on_request`` is told
     of every request actually sent, retries included. ``multipart_threshold`` (S3 only) is the
     object size from which copies use UploadPartCopy (default 5 GiB, S3's CopyObject limit).
+    ``fast_path`` (S3 only) sends single-part copies, puts and listing pages through the lean
+    request path, falling back to boto3 for anything but a success (docs/storage.md).
     """
     if scheme == "file":
         return LocalStore(on_request=on_request)
@@ -85,5 +88,6 @@ def open_store(
             credentials=credentials,
             on_request=on_request,
             multipart_threshold=multipart_threshold,
+            fast_path=fast_path,
         )
     raise StorageError(f"unknown storage scheme {scheme!r} (expected 's3' or 'file')")

@@ -13,6 +13,10 @@
   from botocore's ``before-send`` event, with the bucket and key of the call.
 - **Errors** become NotFound / StorageError with the operation, the object's URL and S3's error
   code; messages never contain credentials (known secrets are masked as a last resort).
+- **Fast path** (``fast_path=True``, the default): single-part CopyObject, PutObject and
+  ListObjectsV2 pages go through :mod:`webrelease.copier.storage.fastpath` (SigV4 signed by hand,
+  one keep-alive connection per thread) once boto3 has talked to the bucket; anything but a
+  success there is sent again through boto3, which keeps every retry and error rule above.
 - **ETag**: a plain 32-hex ETag is the MD5 of the bytes (single-part PUT or CopyObject); a
   multipart ETag (``...-N``) is not, and is reported as ``md5=None``.
 """
@@ -56,6 +60,7 @@ from webrelease.copier.storage.base import (
     check_metadata,
     guess_content_type,
 )
+from webrelease.copier.storage.fastpath import FastPath, Page
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -118,6 +123,17 @@ _ACCESS_CODES = frozenset(
 )
 
 
+#: Object and listing requests whose URL shows how boto3 reaches a bucket (see fastpath).
+_ROUTE_OPERATIONS = frozenset({"ListObjectsV2", "PutObject", "CopyObject", "GetObject", "HeadObject"})
+
+
+def _text(value: object) -> str:
+    """A header value as botocore holds it (str, or bytes once signed) as text."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value if isinstance(value, str) else ""
+
+
 def md5_from_etag(etag: str | None) -> str | None:
     """The MD5 an ETag stands for, if it is a plain (single-part) one."""
     if not etag:
@@ -151,6 +167,7 @@ class S3Store:
         unreachable_deadline: float = DEFAULT_UNREACHABLE_DEADLINE_S,
         secrets: Sequence[str] = (),
         endpoint_url: str | None = None,
+        fast_path: bool = True,
     ) -> None:
         if multipart_threshold < 1 or multipart_threshold > MULTIPART_COPY_THRESHOLD:
             raise ValueError(f"multipart_threshold must be between 1 and {MULTIPART_COPY_THRESHOLD}")
@@ -166,6 +183,7 @@ class S3Store:
         self._secrets = [s for s in secrets if s and len(s) >= 4]
         self._endpoint = _redact_url(endpoint_url)
         self._target = threading.local()
+        self._fast = FastPath.for_client(client, on_request=on_request) if fast_path else None
         events = client.meta.events
         events.register("before-parameter-build.s3", self._remember_target)
         events.register("before-send.s3", self._report_send)
@@ -185,6 +203,7 @@ class S3Store:
         unreachable_deadline: float = DEFAULT_UNREACHABLE_DEADLINE_S,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
+        fast_path: bool = True,
     ) -> S3Store:
         """A store with its own client configured from the release's ``storage`` settings."""
         if max_in_flight < 1:
@@ -232,7 +251,13 @@ class S3Store:
             unreachable_deadline=unreachable_deadline,
             secrets=secrets,
             endpoint_url=settings.endpoint_url,
+            fast_path=fast_path,
         )
+
+    @property
+    def fast_path(self) -> FastPath | None:
+        """The lean request path (None when turned off or when it cannot mirror the client)."""
+        return self._fast
 
     @property
     def client(self) -> S3Client:
@@ -247,11 +272,22 @@ class S3Store:
             key = params.get("Prefix", "")
         self._target.value = (str(params.get("Bucket", "")), str(key))
 
-    def _report_send(self, event_name: str, **_: Any) -> None:
-        if self._on_request is None:
-            return
+    def _report_send(self, event_name: str, request: Any = None, **_: Any) -> None:
         bucket, key = getattr(self._target, "value", ("", ""))
         operation = event_name.rsplit(".", 1)[-1]
+        fast = self._fast
+        if fast is not None and bucket and not fast.knows(bucket) and request is not None:
+            if operation in _ROUTE_OPERATIONS:
+                fast.observe(
+                    bucket,
+                    None if operation == "ListObjectsV2" else key,
+                    str(request.url),
+                    _text(request.headers.get("Authorization")),
+                )
+            else:
+                fast.forget()
+        if self._on_request is None:
+            return
         if operation == "DeleteObjects":
             key = ""
         self._on_request(RequestEvent(operation, bucket, key))
@@ -298,8 +334,13 @@ class S3Store:
         attempt = 0
         while True:
             try:
-                return fn(**kwargs)
+                result = fn(**kwargs)
+                if self._fast is not None:
+                    self._fast.confirm()
+                return result
             except ClientError as exc:
+                if self._fast is not None:
+                    self._fast.forget()
                 code = str(exc.response.get("Error", {}).get("Code") or "")
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if code in THROTTLING_CODES or (not code and status in (429, 503)):
@@ -330,6 +371,8 @@ class S3Store:
                 delay = random.uniform(0, min(_THROTTLE_BACKOFF_MAX_S, self.throttle_backoff * 2**attempt))
                 time.sleep(max(0.0, min(delay, deadline - now)))
             except BotoCoreError as exc:
+                if self._fast is not None:
+                    self._fast.forget()
                 raise self._error(exc, what) from None
 
     @staticmethod
@@ -341,19 +384,33 @@ class S3Store:
 
     def list(self, loc: Location) -> Iterator[ObjectInfo]:
         self._check(loc)
-        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Prefix": loc.prefix}
         cut = len(loc.prefix)
+        token: str | None = None
         while True:
-            page = self._call(f"listing {loc.url}", self._client.list_objects_v2, **kwargs)
-            for obj in page.get("Contents", []):
-                key = obj.get("Key", "")[cut:]
+            page = self._list_page(loc, token)
+            for whole, size, etag in page.objects:
+                key = whole[cut:]
                 if not key or key.endswith("/"):
                     continue  # the prefix itself, or a "folder" marker
-                yield ObjectInfo(key=key, size=int(obj.get("Size", 0)), md5=md5_from_etag(obj.get("ETag")))
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+                yield ObjectInfo(key=key, size=size, md5=md5_from_etag(etag))
+            token = page.token
+            if not page.truncated or not token:
                 return
+
+    def _list_page(self, loc: Location, token: str | None) -> Page:
+        if self._fast is not None:
+            fast = self._fast.list_page(loc.bucket, loc.prefix, token)
+            if fast is not None:
+                return fast
+        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Prefix": loc.prefix}
+        if token:
             kwargs["ContinuationToken"] = token
+        page = self._call(f"listing {loc.url}", self._client.list_objects_v2, **kwargs)
+        return Page(
+            [(o.get("Key", ""), int(o.get("Size", 0)), o.get("ETag")) for o in page.get("Contents", [])],
+            bool(page.get("IsTruncated")),
+            page.get("NextContinuationToken"),
+        )
 
     def _read(self, what: str, **kwargs: Any) -> bytes:
         for attempt in range(_STREAM_READ_ATTEMPTS):
@@ -397,13 +454,18 @@ class S3Store:
         self._check(loc)
         check_key(key, loc.prefix)
         meta = check_metadata(metadata)
+        content_type = content_type or guess_content_type(key)
+        if self._fast is not None and self._fast.put(
+            loc.bucket, loc.prefix + key, body, content_type=content_type, metadata=meta
+        ):
+            return
         self._call(
             f"writing {loc.url}{key}",
             self._client.put_object,
             Bucket=loc.bucket,
             Key=loc.prefix + key,
             Body=body,
-            ContentType=content_type or guess_content_type(key),
+            ContentType=content_type,
             Metadata=meta,
         )
 
@@ -447,6 +509,15 @@ class S3Store:
             kwargs["MetadataDirective"] = "REPLACE"
             kwargs["ContentType"] = content_type or guess_content_type(dst_key)
             kwargs["Metadata"] = meta or {}
+        if self._fast is not None and self._fast.copy(
+            src_bucket=src.bucket,
+            src_key=src.prefix + src_key,
+            bucket=dst.bucket,
+            key=dst.prefix + dst_key,
+            content_type=kwargs.get("ContentType"),
+            metadata=kwargs.get("Metadata"),
+        ):
+            return
         self._call(what, self._client.copy_object, **kwargs)
 
     def _multipart_copy(
