@@ -3,17 +3,28 @@ exactly what boto3 does, and anything but a success falls back to boto3."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import boto3
 import botocore.auth
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import ReadOnlyCredentials
 
 from tests.harness.s3server import FaultProxy, S3Endpoint
@@ -259,3 +270,87 @@ def test_signature_is_botocores(
     S3SigV4Auth(creds, "s3", "eu-west-3").add_auth(theirs)
     assert ours["authorization"] == theirs.headers["Authorization"]
     assert ours.get("x-amz-security-token") == token
+
+
+class TlsRelay:
+    """TLS in front of the plain-HTTP test server: a byte relay on 127.0.0.1 with a throwaway
+    self-signed certificate (the Host header is relayed unchanged, so signatures still verify)."""
+
+    def __init__(self, upstream: S3Endpoint, cert: Path, key: Path) -> None:
+        target = urlsplit(upstream.endpoint_url)
+        self._upstream = (target.hostname or "127.0.0.1", target.port or 80)
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        with (
+            contextlib.suppress(OSError),
+            self._context.wrap_socket(conn, server_side=True) as tls,
+            socket.create_connection(self._upstream) as up,
+        ):
+            while not self._closed:
+                ready = [tls] if tls.pending() else select.select([tls, up], [], [], 1.0)[0]
+                for source in ready:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (up if source is tls else tls).sendall(data)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+
+@pytest.fixture
+def tls_relay(s3_server: S3Endpoint, tmp_path: Path) -> Iterator[tuple[TlsRelay, Path]]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    relay = TlsRelay(s3_server, cert, key)
+    yield relay, cert
+    relay.close()
+
+
+def test_fast_path_over_https_with_the_clients_ca_bundle(
+    s3_server: S3Endpoint, tls_relay: tuple[TlsRelay, Path], bucket_loc: Location
+) -> None:
+    relay, cert = tls_relay
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=relay.url,
+        region_name=s3_server.region,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        verify=str(cert),
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 2}),
+    )
+    store = S3Store(client)
+    assert list(store.list(bucket_loc)) == []  # boto3 over TLS: learns the https route
+    store.put(bucket_loc, "a.txt", b"over TLS", metadata={"k": "v"})
+    store.copy(bucket_loc, "a.txt", bucket_loc, "b.txt", size=8, content_type="text/plain")
+    assert [o.key for o in store.list(bucket_loc)] == ["a.txt", "b.txt"]
+    assert (fast_of(store).completed, fast_of(store).fell_back) == (3, 0)
+    got = s3_server.client().get_object(Bucket=bucket_loc.bucket, Key="b.txt")
+    assert (got["Body"].read(), got["ContentType"]) == (b"over TLS", "text/plain")
