@@ -53,6 +53,8 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 DEFAULT_PAUSE_S = 5.0
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,]+/(\d{8})/([^/,]+)/s3/aws4_request")
 _QUERY_SAFE = "-_.~"
+#: Keep-alive connections one thread keeps (to as many hosts).
+MAX_HOSTS_PER_THREAD = 4
 
 
 class Route(NamedTuple):
@@ -263,6 +265,11 @@ class FastPath:
         conn = conns.get(where)
         if conn is not None and conn.sock is not None:
             return conn, False
+        if conn is None and len(conns) >= MAX_HOSTS_PER_THREAD:
+            # Virtual-host addressing: one host per bucket. Keep the newest few, not one socket
+            # per bucket per thread (file descriptors).
+            oldest = next(iter(conns))
+            conns.pop(oldest).close()
         if route.scheme == "https":
             conn = http.client.HTTPSConnection(
                 route.host, route.port, timeout=self._connect_timeout, context=self._context()
@@ -287,6 +294,30 @@ class FastPath:
         route = self._routes.get(bucket)
         if route is None or time.monotonic() < self._paused_until:
             return None
+        try:
+            return self._send_to(
+                route, operation, bucket, key, method=method, headers=headers, body=body, query=query
+            )
+        except Exception as exc:  # by design: anything unexpected is boto3's to handle
+            conns = getattr(self._local, "conns", None)
+            stale = conns.pop((route.scheme, route.host, route.port), None) if conns else None
+            if stale is not None:
+                stale.close()  # it may be mid-request
+            self._fall_back(operation, f"an unexpected {type(exc).__name__}")
+            return None
+
+    def _send_to(
+        self,
+        route: Route,
+        operation: str,
+        bucket: str,
+        key: str,
+        *,
+        method: str,
+        headers: dict[str, str],
+        body: bytes,
+        query: Mapping[str, str] | None,
+    ) -> bytes | None:
         creds = self._credentials.get_frozen_credentials()
         if not creds.access_key or not creds.secret_key:
             return None
