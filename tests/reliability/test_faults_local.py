@@ -27,19 +27,6 @@ from tests.reliability.kit import (
 pytestmark = [pytest.mark.reliability, pytest.mark.storage]
 
 
-def test_baseline(s3_server: S3Endpoint, make_release: ReleaseFactory, tmp_path: Path, tally: Tally) -> None:
-    rel = make_release(s3_server, make_customers(200, 3))
-    start = time.monotonic()
-    proc = rel.run("--workers", "2")
-    tally.seconds = time.monotonic() - start
-    assert proc.returncode == 3, proc.stderr
-    runs = rel.local_runs()
-    assert len(runs) == 1
-    acct = accounting_from_results(rel.results_under(runs[0]))
-    tally.runs, tally.customers = 1, len(rel.ids)
-    check_outcome(rel, acct, tmp_path, tally)
-
-
 def _popen_run(rel: BigRelease) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(WEBRELEASE), "run", str(rel.release_file), "--no-progress", "--workers", "2"],
