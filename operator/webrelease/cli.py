@@ -370,6 +370,13 @@ def _add_operator(sub: Subparsers) -> None:
     scope.add_argument(
         "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
     )
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="act only while holding the leader-election Lease, so replicas can stand by (default: "
+        "WEBRELEASE_LEADER_ELECTION, true); --no-leader-elect for a single local operator",
+    )
     p.set_defaults(handler=_operator)
 
 
@@ -382,6 +389,7 @@ def _operator(args: argparse.Namespace) -> int:
             log_level=args.operator_log_level,
             liveness=args.liveness,
             namespaces=tuple(args.namespace),
+            leader_elect=args.leader_elect,
         )
     )
 

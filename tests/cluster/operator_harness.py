@@ -4,6 +4,12 @@
 control plane, with JSON logs to a file and its liveness endpoint on a free 127.0.0.1 port. It can be
 killed (SIGKILL: a crash) and started again. Readiness and every wait poll with a deadline.
 
+Leader election is on, as in the chart: each OperatorProcess has an identity of its own (``POD_NAME``,
+kept across restarts like a pod's name) and, unless told otherwise, a Lease of its own in
+``default`` (``POD_NAMESPACE``), so operators of different tests never wait for each other. Replicas
+given the same ``lease`` compete for it: one acts, the others stand by (tests/reliability/
+test_availability.py).
+
 The rest are small helpers: the CRD from ``manifests/``, a storage Secret for the S3 server, a build
 and a customer list in a bucket, reading sites back, and waiting on a WebRelease's status.
 """
@@ -18,6 +24,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +72,10 @@ class OperatorProcess:
     plane: ControlPlane
     work: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Leader election: who this replica is, and the Lease (in ``lease_namespace``) it competes for.
+    identity: str = field(default_factory=lambda: f"operator-{uuid.uuid4().hex[:8]}")
+    lease: str = field(default_factory=lambda: f"webrelease-operator-{uuid.uuid4().hex[:8]}")
+    lease_namespace: str = "default"
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     starts: int = 0
@@ -87,6 +98,10 @@ class OperatorProcess:
                 "WEBRELEASE_BATCH_SECONDS": "0.5",
                 "WEBRELEASE_RESYNC_SECONDS": "5",
                 "WEBRELEASE_TEMPORARY_RETRIES": "3",
+                # what the chart's downward API gives a pod
+                "POD_NAMESPACE": self.lease_namespace,
+                "POD_NAME": self.identity,
+                "WEBRELEASE_LEADER_ELECTION_LEASE_NAME": self.lease,
             }
         )
         env.update(self.extra_env)
@@ -145,6 +160,23 @@ class OperatorProcess:
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def lease_holder(self, kube: Kube) -> str:
+        """The holder of this replica's Lease ("" when none, or no Lease)."""
+        lease = kube.find(
+            api_path("coordination.k8s.io/v1", "leases", namespace=self.lease_namespace, name=self.lease)
+        )
+        return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+
+    def wait_leading(self, kube: Kube, timeout_s: float = 90.0) -> None:
+        """Until this replica holds its Lease (it then starts kopf)."""
+
+        def leading() -> bool:
+            if not self.running():
+                raise AssertionError(f"the operator exited:\n{self.log_tail()}")
+            return self.lease_holder(kube) == self.identity
+
+        wait_until(f"{self.identity} to lead", leading, timeout_s=timeout_s, interval_s=0.3)
 
     def log_tail(self, chars: int = 8000) -> str:
         try:

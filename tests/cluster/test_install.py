@@ -149,6 +149,19 @@ def assert_never(plane: ControlPlane, kubeconfig: Path) -> None:
         assert not can_i(plane, kubeconfig, verb, resource, "--all-namespaces"), (verb, resource)
 
 
+def assert_lease_rbac(plane: ControlPlane, kubeconfig: Path, namespace: str, lease: str) -> None:
+    """Leader election: create a Lease, and read and renew the chart's one, in the release namespace
+    only; nothing else about Leases."""
+    for verb in ("get", "update"):
+        assert can_i(plane, kubeconfig, verb, f"leases.coordination.k8s.io/{lease}", "-n", namespace), verb
+        assert not can_i(plane, kubeconfig, verb, "leases.coordination.k8s.io/other", "-n", namespace), verb
+    assert can_i(plane, kubeconfig, "create", "leases.coordination.k8s.io", "-n", namespace)
+    for verb in ("create", "get", "update"):
+        assert not can_i(plane, kubeconfig, verb, "leases.coordination.k8s.io", "-n", "default"), verb
+    for verb in ("list", "watch", "delete", "patch"):
+        assert not can_i(plane, kubeconfig, verb, "leases.coordination.k8s.io", "-n", namespace), verb
+
+
 def test_helm_install_cluster_wide_then_uninstall(
     control_plane: ControlPlane, k8s_api: k8s_client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
@@ -174,6 +187,7 @@ def test_helm_install_cluster_wide_then_uninstall(
     for verb, resource in OPERATOR_NEEDS:
         assert can_i(control_plane, sa, verb, resource, "--all-namespaces"), (verb, resource)
     assert_never(control_plane, sa)
+    assert_lease_rbac(control_plane, sa, namespace, f"{fullname}-operator")
 
     # the documented CRD upgrade works on a CRD that helm installed
     upgrade = control_plane.kubectl(
@@ -228,6 +242,7 @@ def test_helm_install_namespaced_only_grants_the_watched_namespaces(
             assert not can_i(control_plane, sa, verb, resource, "-n", other), (verb, resource, other)
             assert not can_i(control_plane, sa, verb, resource, "--all-namespaces"), (verb, resource)
         assert_never(control_plane, sa)
+        assert_lease_rbac(control_plane, sa, namespace, f"{fullname}-operator")
         assert not can_i(control_plane, sa, "list", "customresourcedefinitions")
         assert not can_i(control_plane, sa, "list", "namespaces")
 

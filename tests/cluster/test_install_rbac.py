@@ -4,9 +4,11 @@ after the run, reports the customers succeeded and failed that the status report
 
 The operator runs here as a local process (the test node agent runs pods without their
 ServiceAccount token, so the chart's own operator pod is kept Pending): the exact command line and
-WEBRELEASE_* environment of the chart's Deployment, with a kubeconfig holding a TokenRequest token of
-the chart's ServiceAccount, and the liveness and metrics endpoints moved to free ports on
-127.0.0.1. The shard pods of its Job run through the node agent against the real S3 server.
+environment of the chart's Deployment (WEBRELEASE_*, and POD_NAMESPACE/POD_NAME as the downward API
+would give them), with a kubeconfig holding a TokenRequest token of the chart's ServiceAccount, and
+the liveness and metrics endpoints moved to free ports on 127.0.0.1. Leader election is on, as
+installed: the operator acts only once it holds the chart's Lease, so the run ending proves the
+Lease RBAC is enough. The shard pods of its Job run through the node agent against the real S3 server.
 
 Against an external cluster (make e2e-kind) the chart's operator runs in a real pod as that
 ServiceAccount already; this module is skipped there.
@@ -74,6 +76,8 @@ class RunningOperator:
     log: Path
     liveness_url: str
     metrics_url: str
+    #: The pod name it was given (POD_NAME): its leader-election identity.
+    pod: str
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -107,7 +111,12 @@ def operator_as_chart_service_account(
         f"--liveness=http://127.0.0.1:{liveness_port}/healthz" if a.startswith("--liveness=") else a
         for a in container["args"]
     ]
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    pod = f"{dep['metadata']['name']}-7f9c6d-test1"
+    fields = {"metadata.namespace": namespace, "metadata.name": pod}
+    env = {
+        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in container["env"]
+    }
     env |= {"WEBRELEASE_METRICS_PORT": str(metrics_port), "WEBRELEASE_METRICS_HOST": "127.0.0.1"}
     home = tmp_path / "home"
     home.mkdir()
@@ -128,6 +137,7 @@ def operator_as_chart_service_account(
         log,
         f"http://127.0.0.1:{liveness_port}/healthz",
         f"http://127.0.0.1:{metrics_port}/metrics",
+        pod,
     )
     try:
 
@@ -224,7 +234,14 @@ def release_and_check(
         status = wait_until("the release to end", ended, timeout_s=240, interval_s=1.0)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- operator log ---\n{operator.log_tail()}") from None
-    assert "forbidden" not in operator.log.read_text(errors="replace").lower(), operator.log_tail()
+    # no request refused by RBAC (a namespace of an earlier test still being deleted refuses new
+    # Events to anyone: "forbidden ... because it is being terminated" is not about permissions)
+    refused = [
+        line
+        for line in operator.log.read_text(errors="replace").lower().splitlines()
+        if "forbidden" in line and "because it is being terminated" not in line
+    ]
+    assert not refused, "\n".join(refused[:5])
 
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Degraded"]["status"] == "True", status["conditions"]
@@ -250,6 +267,15 @@ def release_and_check(
     assert metric("webrelease_customers_total", outcome="failed") == 1
     assert metric("webrelease_runs_finished_total", outcome="degraded") == 1
     assert metric("webrelease_run_in_progress") == 0
+    assert metrics[("webrelease_leader", frozenset())] == 1
+
+
+def assert_holds_the_chart_lease(plane: ControlPlane, release: str, namespace: str, pod: str) -> None:
+    """The operator acted as the holder of the chart's Lease, in its own namespace."""
+    lease = get(plane, "lease", f"{release}-webrelease-operator", namespace)
+    assert lease is not None, "the operator created the chart's Lease"
+    assert lease["spec"]["holderIdentity"] == pod
+    assert lease["spec"]["leaseDurationSeconds"] == 15
 
 
 @pytest.fixture(autouse=True)
@@ -274,6 +300,7 @@ def test_cluster_wide_operator_releases_as_the_chart_service_account(  # noqa: P
         ) as operator,
     ):
         release_and_check(control_plane, s3_server, s3_bucket, shop, operator)
+        assert_holds_the_chart_lease(control_plane, release, namespace, operator.pod)
         sa = tmp_path / "operator.kubeconfig"
         assert not can_i(control_plane, sa, "delete", "namespaces")
         assert not can_i(control_plane, sa, "list", "secrets", "-n", shop)
@@ -301,6 +328,7 @@ def test_namespaced_operator_releases_as_the_chart_service_account(  # noqa: PLR
             control_plane, k8s_api, tmp_path, release=release, namespace=namespace, values=values
         ) as operator:
             release_and_check(control_plane, s3_server, s3_bucket, shop, operator)
+            assert_holds_the_chart_lease(control_plane, release, namespace, operator.pod)
             sa = tmp_path / "operator.kubeconfig"
             # the same identity, in a namespace it does not watch
             secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": other}}

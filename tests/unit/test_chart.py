@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,15 @@ def test_helm_lint_passes_strict(values: dict[str, Any] | None, tmp_path: Path) 
 def test_cluster_wide_renders_clusterrole_and_nothing_namespaced_for_rbac(tmp_path: Path) -> None:
     objs = template(tmp_path)
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",  # the leader-election Lease (tests/unit/test_chart_leader.py)
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
     (binding,) = by_kind(objs, "ClusterRoleBinding")
     (sa,) = by_kind(objs, "ServiceAccount")
     assert binding["subjects"] == [
@@ -54,8 +63,8 @@ def test_cluster_wide_renders_clusterrole_and_nothing_namespaced_for_rbac(tmp_pa
 def test_namespaced_mode_has_roles_per_namespace_and_no_cluster_permission(tmp_path: Path) -> None:
     objs = template(tmp_path, NAMESPACED)
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
-    roles = {r["metadata"]["namespace"]: r for r in by_kind(objs, "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in by_kind(objs, "RoleBinding")}
+    roles = {r["metadata"]["namespace"]: r for r in watching(by_kind(objs, "Role"))}
+    bindings = {b["metadata"]["namespace"]: b for b in watching(by_kind(objs, "RoleBinding"))}
     assert set(roles) == set(bindings) == {"shop", "outlet"}
     for ns, binding in bindings.items():
         assert binding["roleRef"] == {
@@ -67,6 +76,11 @@ def test_namespaced_mode_has_roles_per_namespace_and_no_cluster_permission(tmp_p
     args = container(objs)["args"]
     assert "--all-namespaces" not in args
     assert [a for a in args if a.startswith("--namespace")] == ["--namespace=shop", "--namespace=outlet"]
+
+
+def watching(objects: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The Roles/RoleBindings of watched namespaces (not the leader-election one)."""
+    return [o for o in objects if not o["metadata"]["name"].endswith("-leader-election")]
 
 
 def rules_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
@@ -81,7 +95,7 @@ def rules_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 def test_rbac_is_the_operators_needs_only(tmp_path: Path) -> None:
     (cluster_role,) = by_kind(template(tmp_path), "ClusterRole")
-    roles = by_kind(template(tmp_path, NAMESPACED), "Role")
+    roles = watching(by_kind(template(tmp_path, NAMESPACED), "Role"))
     cluster = rules_set(cluster_role["rules"])
     for role in roles:
         # the same rules in a namespace, minus the cluster-scoped CRD watch
@@ -120,7 +134,8 @@ def test_operator_pod_is_hardened(tmp_path: Path) -> None:
     (vol,) = pod["volumes"]
     assert vol["name"] == tmp_mount["name"] and "emptyDir" in vol
     assert deployment(objs)["spec"]["replicas"] == 1
-    assert deployment(objs)["spec"]["strategy"] == {"type": "Recreate"}
+    # leader election: the new pod stands by until the old one lets go (test_chart_leader.py)
+    assert deployment(objs)["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_liveness_json_logs_and_metrics(tmp_path: Path) -> None:

@@ -52,12 +52,14 @@ def test_manifests_are_a_complete_install() -> None:
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",  # the leader-election Lease, in the operator's namespace
+        "RoleBinding",
         "Deployment",
         "Service",
     }
     (ns,) = [d for d in docs if d["kind"] == "Namespace"]
     for d in docs:
-        if d["kind"] in {"ServiceAccount", "Deployment", "Service"}:
+        if d["kind"] in {"ServiceAccount", "Deployment", "Service", "Role", "RoleBinding"}:
             assert d["metadata"]["namespace"] == ns["metadata"]["name"]
     # the CRD is the generated one (manifests/crd/, written by `python -m webrelease.operator.crd`)
     (crd,) = [d for d in docs if d["kind"] == "CustomResourceDefinition"]

@@ -59,3 +59,8 @@ app.kubernetes.io/component: operator
 {{- define "webrelease.clusterWide" -}}
 {{- if empty .Values.watchNamespaces }}true{{ end }}
 {{- end }}
+
+{{/* The leader-election Lease: leaderElection.leaseName, else <fullname>-operator. */}}
+{{- define "webrelease.leaseName" -}}
+{{- default (printf "%s-operator" (include "webrelease.fullname" .)) .Values.leaderElection.leaseName }}
+{{- end }}

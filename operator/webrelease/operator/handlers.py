@@ -38,6 +38,8 @@ from webrelease.operator.settings import OperatorSettings
 
 CONTEXT = "context"
 SETTINGS = "settings"
+#: The process's OperatorMetrics (``webrelease operator`` serves them before kopf starts).
+METRICS = "metrics"
 
 
 def context_of(memo: Any) -> Context:
@@ -67,18 +69,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logge
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    metrics = OperatorMetrics()
-    if ours.metrics_port:
-        memo["metrics_server"] = metrics.serve(ours.metrics_port, ours.metrics_host)
+    metrics = memo.get(METRICS)
+    if not isinstance(metrics, OperatorMetrics):
+        raise RuntimeError("start the operator with `webrelease operator` (metrics are missing)")
     memo[CONTEXT] = Context(settings=ours, kube=Kube(api_client()), metrics=metrics)
     logger.info("webrelease operator started (worker image %s)", ours.worker_image)
-
-
-@kopf.on.cleanup()
-def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    server = memo.get("metrics_server")
-    if server is not None:
-        server.shutdown()
 
 
 @kopf.on.probe(id="releases")

@@ -57,6 +57,7 @@ class Kube:
         self._custom = k8s.CustomObjectsApi(api)
         self._batch = k8s.BatchV1Api(api)
         self._core = k8s.CoreV1Api(api)
+        self._coordination = k8s.CoordinationV1Api(api)
 
     # -- WebRelease ---------------------------------------------------------------------------
 
@@ -192,6 +193,55 @@ class Kube:
         )
         items: list[Obj] = out.get("items") or []
         return items
+
+    # -- Leases (leader election: leader.py) -----------------------------------------------------
+
+    def get_lease(self, namespace: str, name: str, *, timeout: float = REQUEST_TIMEOUT) -> Obj | None:
+        try:
+            return _json(
+                self._coordination.read_namespaced_lease(
+                    name, namespace, _preload_content=False, _request_timeout=timeout
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def create_lease(self, lease: Mapping[str, Any], *, timeout: float = REQUEST_TIMEOUT) -> Obj | None:
+        """Create the Lease; None if one of that name exists already (someone else was first)."""
+        try:
+            return _json(
+                self._coordination.create_namespaced_lease(
+                    lease["metadata"]["namespace"],
+                    cast(Any, dict(lease)),
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def replace_lease(self, lease: Mapping[str, Any], *, timeout: float = REQUEST_TIMEOUT) -> Obj | None:
+        """Replace the Lease if it is still at ``metadata.resourceVersion``; None if it changed
+        since (409: someone else wrote it) or is gone."""
+        meta = lease["metadata"]
+        try:
+            return _json(
+                self._coordination.replace_namespaced_lease(
+                    meta["name"],
+                    meta["namespace"],
+                    cast(Any, dict(lease)),
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 409 or _missing(exc):
+                return None
+            raise
 
     # -- Pods -----------------------------------------------------------------------------------
 

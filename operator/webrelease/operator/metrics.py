@@ -17,6 +17,10 @@ The API the handlers call, in the order a run goes:
 - :meth:`OperatorMetrics.shard_finished` once per shard pod (attempt) that ends, with its duration;
 - :meth:`OperatorMetrics.run_finished` with the run's outcome, final customer counts and duration;
 - :meth:`OperatorMetrics.forget_release` when a WebRelease is deleted (drops its label sets).
+
+And one per process: :meth:`OperatorMetrics.set_leader` when this replica starts or stops acting
+(leader election, :mod:`.leader`): ``webrelease_leader`` is 1 on the replica that acts, 0 on a
+standby, so ``sum(webrelease_leader)`` is 1 when all is well.
 """
 
 from __future__ import annotations
@@ -140,8 +144,19 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=SHARD_DURATION_BUCKETS,
         )
+        self.leader = Gauge(
+            "leader",
+            "1 while this operator replica holds the leader-election Lease and acts, 0 while it "
+            "stands by; sum() over the replicas is 1.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._known: set[tuple[str, str]] = set()
+
+    def set_leader(self, leading: bool) -> None:
+        """This replica started (True) or stopped (False) acting."""
+        self.leader.set(1 if leading else 0)
 
     # -- the API the handlers call ------------------------------------------------------------
 

@@ -21,7 +21,21 @@ variable                                   meaning
 ``WEBRELEASE_BATCH_SECONDS``               status is written at most this often per release (2)
 ``WEBRELEASE_RESYNC_SECONDS``              a release is re-read at least this often (30)
 ``WEBRELEASE_TEMPORARY_RETRIES``           retries of a passing problem before Failed
+``WEBRELEASE_LEADER_ELECTION``             one replica acts at a time, by a Lease (``true``)
+``WEBRELEASE_LEADER_ELECTION_LEASE_NAME``  the Lease's name (``webrelease-operator``)
+``WEBRELEASE_LEADER_ELECTION_NAMESPACE``   its namespace (default: ``POD_NAMESPACE``, see below)
+``WEBRELEASE_LEADER_ELECTION_IDENTITY``    this replica's holder identity (default: ``POD_NAME``)
+``WEBRELEASE_LEADER_ELECTION_*``           ``LEASE_DURATION_SECONDS`` (15): a Lease not renewed for
+                                           this long is taken over; ``RENEW_DEADLINE_SECONDS``
+                                           (10): a leader that could not renew for this long
+                                           exits at once; ``RENEW_PERIOD_SECONDS`` (5): the
+                                           leader renews, a standby looks, this often
+``POD_NAMESPACE`` / ``POD_NAME``           the pod's namespace and name (the downward API)
 =========================================  ================================================
+
+Leader election (:mod:`.leader`) needs ``period < deadline < duration``: the leader gives up
+before any standby may take over. Without ``POD_NAMESPACE`` the Lease goes to the in-cluster
+namespace or the kubeconfig's; without ``POD_NAME`` the identity is ``<hostname>-<pid>``.
 """
 
 from __future__ import annotations
@@ -30,12 +44,18 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webrelease.copier.spec import Toleration
 
 PREFIX: Final = "WEBRELEASE_"
 DEFAULT_WORKER_IMAGE: Final = "webrelease:0.1.0"
+DEFAULT_LEASE_NAME: Final = "webrelease-operator"
+#: Variables read without the prefix (the names every Kubernetes example gives the downward API).
+UNPREFIXED: Final = {"POD_NAMESPACE": "pod_namespace", "POD_NAME": "pod_name"}
+#: A DNS-1123 subdomain (Lease names) and label (namespaces).
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 class SettingsError(ValueError):
@@ -80,6 +100,17 @@ class OperatorSettings(BaseModel):
     batch_seconds: Annotated[float, Field(ge=0.0, le=60.0)] = 2.0
     resync_seconds: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
     temporary_retries: Annotated[int, Field(ge=0, le=1000)] = 20
+    leader_election: bool = True
+    leader_election_lease_name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)] = (
+        DEFAULT_LEASE_NAME
+    )
+    leader_election_namespace: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
+    leader_election_identity: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    leader_election_lease_duration_seconds: Annotated[int, Field(ge=1, le=3600)] = 15
+    leader_election_renew_deadline_seconds: Annotated[float, Field(gt=0.0, le=3600.0)] = 10.0
+    leader_election_renew_period_seconds: Annotated[float, Field(gt=0.0, le=3600.0)] = 5.0
+    pod_namespace: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)] | None = None
+    pod_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
 
     @field_validator(
         "worker_command", "worker_resources", "worker_node_selector", "worker_tolerations", mode="before"
@@ -88,23 +119,42 @@ class OperatorSettings(BaseModel):
     def _from_json(cls, value: Any) -> Any:
         return _json(value)
 
+    @model_validator(mode="after")
+    def _leader_election_timing(self) -> OperatorSettings:
+        renew = self.leader_election_renew_period_seconds
+        deadline = self.leader_election_renew_deadline_seconds
+        lease = self.leader_election_lease_duration_seconds
+        if not renew < deadline < lease:
+            raise ValueError(
+                f"{PREFIX}LEADER_ELECTION_RENEW_PERIOD_SECONDS ({renew:g}) < "
+                f"{PREFIX}LEADER_ELECTION_RENEW_DEADLINE_SECONDS ({deadline:g}) < "
+                f"{PREFIX}LEADER_ELECTION_LEASE_DURATION_SECONDS ({lease}) does not hold: "
+                "a leader must give up before a standby may take its Lease over"
+            )
+        return self
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OperatorSettings:
         """Read ``WEBRELEASE_*`` from ``environ``; SettingsError names every bad variable."""
         # only our own names (WEBRELEASE_CACHE and friends belong to other tools); empty means default
-        values = {
-            name: value
-            for key, value in environ.items()
+        variables = {
+            field: key
+            for key in environ
             if key.startswith(PREFIX)
-            and (name := key[len(PREFIX) :].lower()) in cls.model_fields
-            and value.strip() != ""
+            and (field := key[len(PREFIX) :].lower()) in cls.model_fields
+            and field not in UNPREFIXED.values()
         }
+        variables |= {field: key for key, field in UNPREFIXED.items() if key in environ}
+        values = {field: environ[key] for field, key in variables.items() if environ[key].strip() != ""}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
+                if not err["loc"]:  # a rule across variables: its message names them
+                    problems.append(err["msg"].removeprefix("Value error, "))
+                    continue
                 name, *inner = (str(p) for p in err["loc"])
-                where = PREFIX + name.upper() + "".join(f"[{p}]" for p in inner)
+                where = variables.get(name, PREFIX + name.upper()) + "".join(f"[{p}]" for p in inner)
                 problems.append(f"{where}: {err['msg']}")
             raise SettingsError("invalid operator settings: " + "; ".join(problems)) from None
