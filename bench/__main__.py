@@ -74,8 +74,15 @@ class Stage:
     snapshot: Snapshot
     wr_version: str
 
-    def webrelease(self, *, name: str = "webrelease", lean: bool = False, processes: int = 1) -> Webrelease:
-        command = [sys.executable, "-m", "bench.leanshard"] if lean else [str(tools.webrelease())]
+    def webrelease(
+        self, *, name: str = "webrelease", lean: bool = False, boto3_only: bool = False, processes: int = 1
+    ) -> Webrelease:
+        if lean:
+            command = [sys.executable, "-m", "bench.leanshard"]
+        elif boto3_only:
+            command = [sys.executable, "-m", "bench.botoshard"]
+        else:
+            command = [str(tools.webrelease())]
         templates = sorted(f.key for f in self.build.templates)
         return Webrelease(command, self.wr_version, self.snapshot, templates, name=name, processes=processes)
 
@@ -166,7 +173,14 @@ def copy_section(st: Stage, out: list[str]) -> CopyResults:
     return results
 
 
-ALTERNATIVES = ("webrelease", "webrelease-2proc", "webrelease-lean", "webrelease-lean-2proc", "s5cmd")
+ALTERNATIVES = (
+    "webrelease",
+    "webrelease-boto3",
+    "webrelease-2proc",
+    "webrelease-lean",
+    "webrelease-lean-2proc",
+    "s5cmd",
+)
 
 
 def alternatives_section(st: Stage, out: list[str]) -> CopyResults:
@@ -175,6 +189,7 @@ def alternatives_section(st: Stage, out: list[str]) -> CopyResults:
     s = st.settings
     variants: list[Tool] = [
         st.webrelease(),
+        st.webrelease(name="webrelease-boto3", boto3_only=True),
         st.webrelease(name="webrelease-2proc", processes=2),
         st.webrelease(name="webrelease-lean", lean=True),
         st.webrelease(name="webrelease-lean-2proc", lean=True, processes=2),
@@ -186,7 +201,9 @@ def alternatives_section(st: Stage, out: list[str]) -> CopyResults:
     out.append(
         st.describe()
         + "`-2proc`: two `webrelease shard` processes at once, each with half of the customers (what "
-        "two processes per pod would do). `-lean`: the same shard with the PROTOTYPE client of "
+        "two processes per pod would do). `-boto3`: the S3 store's fast path turned off, every "
+        "request through boto3 (bench/botoshard.py; webrelease before storage/fastpath.py). "
+        "`-lean`: the same shard with the PROTOTYPE client of "
         "bench/leanclient.py (hand-signed SigV4 over http.client) doing CopyObject and PutObject "
         "instead of botocore (bench/leanshard.py); listing, planning and rendering unchanged.\n"
     )
