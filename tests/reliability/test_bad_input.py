@@ -652,21 +652,51 @@ def test_template_fails_every_customer(case: str, s3_server: S3Endpoint, tmp_pat
     assert not stray, f"a site was written: {sorted(stray)[:10]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap (docs/reliability.md): rendering has no time limit; a template that loops "
-    "without output keeps its shard busy forever instead of failing the customer",
-)
+#: ``config.js`` for the endless-loop test: 10^10 iterations without output (hours) for ``case: loop``.
+ENDLESS_CONFIG = """\
+{%- if case == "ok" -%}
+window.API = {{ apiUrl|json }};
+{%- else -%}
+{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}
+{%- endif %}
+"""
+
+
 def test_template_that_loops_forever_fails_the_customer(s3_server: S3Endpoint, tmp_path: Path) -> None:
-    build = {
-        **BUILD,
-        "config.js": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-    }
-    with world(s3_server, tmp_path, build, encode_jsonl([good_customer("good-1")])) as w:
-        release = w.write(w.doc())
+    """A template that loops without output fails the customer it loops for after
+    ``spec.templateTimeoutSeconds`` of CPU time, instead of keeping the shard busy for hours: in
+    ``plan`` (the default, 5 s) and in ``run``'s shard processes (1 s here); the good customer
+    beside it is released exactly, the looping one's site stays empty."""
+    customers = encode_jsonl([good_customer("good-1"), {**good_customer("loop-1"), "case": "loop"}])
+    with world(s3_server, tmp_path, {**BUILD, "config.js": ENDLESS_CONFIG}, customers) as w:
+        planned = w.write(w.doc(), "plan.yaml")
         before = inventory(s3_server)
-        proc = run_limited(["plan", str(release), "--no-progress"], w.env(), timeout=10)
+        plan = run_limited(["plan", str(planned), "--no-progress"], w.env(), timeout=90)
+        assert not changed(before, inventory(s3_server)), "plan wrote something"
+        assert plan.returncode == 3, plan.stdout[-2000:] + plan.stderr[-2000:]
+        reason = (
+            "template config.js, line 4: rendering took longer than {} s of CPU time (a loop without end?)"
+        )
+        lines = {ln.split()[0]: ln for ln in plan.stdout.splitlines() if ln.strip()}
+        assert lines.get("loop-1") == f"loop-1  FAILED  {reason.format(5)}", plan.stdout[-2000:]
+        assert "render 2" in lines["good-1"] and "FAILED" not in lines["good-1"], lines["good-1"]
+
+        spec = {**w.spec(), "templateTimeoutSeconds": 1}
+        released = w.write(w.doc(spec), "run.yaml")
+        run = run_limited(["run", str(released), "--no-progress", "--workers", "1"], w.env(), timeout=90)
         written = changed(before, inventory(s3_server))
-    assert not written
-    assert proc.returncode == 3, proc.stderr[-500:]
-    assert "config.js" in proc.stdout and "time" in proc.stdout
+        reports = list_bucket(s3_server, w.reports, "reports/hostile/")
+        results = {}
+        for key in reports:
+            if "/shards/" in key and key.endswith(".jsonl"):
+                for line in read_object(s3_server, w.reports, key).splitlines():
+                    r = json.loads(line)
+                    results[r["id"]] = r
+        good_site = read_object(s3_server, w.sites, "sites/good-1/config.js")
+    assert run.returncode == 3, run.stdout[-2000:] + run.stderr[-2000:]
+    assert results["loop-1"]["status"] == "failed"
+    assert results["loop-1"]["reason"] == reason.format(1)
+    assert results["good-1"]["status"] == "ok", results["good-1"]
+    assert good_site == b'window.API = "https://good-1.example/";\n'
+    stray = {k for k in written if not w.own(k, {"good-1"})}
+    assert not stray, f"written outside good-1's site and the report: {sorted(stray)[:10]}"

@@ -119,7 +119,12 @@ def prepare_build(spec: WebReleaseSpec, release_name: str, store_for: StoreFor, 
             strict=True,
         )
     )
-    templates = Templates(bodies, release_name=release_name, source_url=loc.url)
+    templates = Templates(
+        bodies,
+        release_name=release_name,
+        source_url=loc.url,
+        timeout_seconds=spec.template_timeout_seconds,
+    )
     for k in too_big:
         templates.errors[k] = f"template {k}: larger than {MAX_OUTPUT_BYTES} bytes"
     plain = [i for k, i in listing.items() if k not in templates.keys]

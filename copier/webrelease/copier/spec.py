@@ -40,6 +40,8 @@ CUSTOMER_ID_RE = re.compile(CUSTOMER_ID_PATTERN)
 INLINE_CUSTOMERS_MAX = 100
 #: A Job has at most this many indexes (SPEC §3 "at most a few thousand shards").
 MAX_SHARDS = 5000
+#: Default ``templateTimeoutSeconds``: CPU seconds one template file may take for one customer.
+TEMPLATE_TIMEOUT_SECONDS = 5.0
 
 URL_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.+)$"
 S3_OR_FILE_URL = Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
@@ -221,6 +223,9 @@ class WebReleaseSpec(Model):
     templates: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)
     ] = []
+    #: Rendering one template file for one customer may use at most this much CPU time; a
+    #: template that loops longer fails that customer ("a loop without end?").
+    template_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = TEMPLATE_TIMEOUT_SECONDS
     overrides: Overrides | None = None
     entrypoints: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)
