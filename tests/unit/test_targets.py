@@ -42,6 +42,9 @@ def test_a_value_that_would_leave_or_nest_its_site_is_refused(record: dict[str, 
         ("s3://sites/{id!r}/", "plain field name"),
         ("s3://sites/{id:>5}/", "plain field name"),
         ("s3://sites/{id/", "placeholder syntax"),
+        ("file:///{id}/", "folder must be fixed"),
+        ("file://{id}/", "folder must be fixed"),
+        ("file:////{id}/", "folder must be fixed"),
     ],
 )
 def test_unsafe_templates_are_refused(template: str, reason: str) -> None:

@@ -66,7 +66,8 @@ def check_target_template(template: str) -> None:
         seg in _UNSAFE_SEGMENTS for seg in template[len("s3://") :].split("/")[1:-1]
     ):
         raise ValueError(f"{template!r} has an empty, '.' or '..' segment: a key means exactly one place")
-    if template.startswith("file://") and len(prefix) <= len("file://"):
+    if template.startswith("file://") and not prefix[len("file://") :].strip("/"):
+        # file:///{id}/ would make every customer a folder of / (and prune one named etc)
         raise ValueError(f"{template!r}: the folder must be fixed; placeholders go after file:///some/dir/")
     if not template.endswith("/"):
         raise ValueError(f"{template!r} must end with '/' (it names a folder of objects)")
