@@ -257,3 +257,22 @@ def test_a_dry_run_release_only_plans(example: Path, tmp_path: Path) -> None:
     assert "planning only" in r.stdout
     assert "acme  copy 9  render 3  override 1  unchanged 0  delete 0" in r.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_a_report_index_that_cannot_be_written_is_named_not_a_traceback(example: Path) -> None:
+    """Every shard wrote its results; the final index.json write fails: the run says which write
+    failed and exits 1, with no traceback."""
+    from webrelease.copier.exitcodes import EXIT_CRASH
+    from webrelease.copier.localrun import run_local
+    from webrelease.copier.spec import load_release
+    from webrelease.copier.urls import resolve_file_urls
+
+    release = load_release(example)
+    spec = resolve_file_urls(release.spec, example.parent)
+    run_dir = Path(spec.reports.url.removeprefix("file://")) / release.metadata.name / "index-unwritable"
+    (run_dir / "index.json").mkdir(parents=True)  # a folder where the index file must go
+    lines: list[str] = []
+    outcome = run_local(spec, release.metadata.name, in_process=True, run_id=run_dir.name, echo=lines.append)
+    assert outcome.exit_code == EXIT_CRASH
+    assert outcome.error is not None and "index.json" in outcome.error
+    assert list((run_dir / "shards").glob("*.jsonl")), "the shards' own results must still be there"

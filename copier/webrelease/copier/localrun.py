@@ -164,7 +164,10 @@ def run_local(
     started = datetime.now(UTC)
     run_id = run_id or new_run_id(started)
     report = report_location(parse_url(spec.reports.url), release_name, run_id)
-    snapshot = write_snapshot(stores(report), report, customers)
+    try:
+        snapshot = write_snapshot(stores(report), report, customers)
+    except StorageError as exc:
+        return RunOutcome(EXIT_CRASH, error=f"writing the snapshot to {report.url}: {exc}")
     size = spec.sharding.customers_per_shard
     n = shard_count(snapshot.count, size)
     jobs = [ShardJob(spec, release_name, snapshot.url, snapshot.sha256, i, size, report) for i in range(n)]
@@ -176,7 +179,11 @@ def run_local(
         else:
             summaries = _run_in_processes(jobs, min(workers, n), bar)
     outcome = RunOutcome(combine(s.exit_code for s in summaries), report, snapshot, summaries)
-    write_index(stores, outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
+    try:
+        write_index(stores, outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
+    except StorageError as exc:
+        # every shard's results are written; only the index is missing: say which write failed
+        return RunOutcome(EXIT_CRASH, error=f"writing {report.url}{INDEX_NAME}: {exc}")
     return outcome
 
 
