@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 from kubernetes import client as k8s
@@ -34,6 +34,18 @@ def _json(response: Any) -> Obj:
 
 def _missing(exc: ApiException) -> bool:
     return bool(exc.status == 404)
+
+
+def _unless_missing(
+    call: Callable[..., Any], *args: Any, timeout: float = REQUEST_TIMEOUT, **kwargs: Any
+) -> Obj | None:
+    """``call(*args, **kwargs)`` as JSON, or None when the object is not there (404)."""
+    try:
+        return _json(call(*args, _preload_content=False, _request_timeout=timeout, **kwargs))
+    except ApiException as exc:
+        if _missing(exc):
+            return None
+        raise
 
 
 def api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
@@ -62,22 +74,9 @@ class Kube:
     # -- WebRelease ---------------------------------------------------------------------------
 
     def get_release(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return _json(
-                self._custom.get_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+        return _unless_missing(
+            self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
 
     def list_releases(self, namespace: str) -> list[Obj]:
         out = _json(
@@ -90,60 +89,25 @@ class Kube:
 
     def patch_release_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
         """Merge-patch ``status`` (``None`` values delete fields); None if the release is gone."""
-        try:
-            return _json(
-                self._custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"status": dict(status)},
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+        return _unless_missing(
+            self._custom.patch_namespaced_custom_object_status,
+            *(GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}),
+            _content_type=MERGE_PATCH,
+        )
 
     def annotate_release(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> Obj | None:
-        try:
-            return _json(
-                self._custom.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    {"metadata": {"annotations": dict(annotations)}},
-                    _content_type=MERGE_PATCH,
-                    _preload_content=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+        return _unless_missing(
+            self._custom.patch_namespaced_custom_object,
+            *(GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": dict(annotations)}}),
+            _content_type=MERGE_PATCH,
+        )
 
     # -- Jobs -----------------------------------------------------------------------------------
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return _json(
-                self._batch.read_namespaced_job(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+        return _unless_missing(self._batch.read_namespaced_job, name, namespace)
 
     def create_job(self, manifest: Mapping[str, Any]) -> tuple[Obj, bool]:
         """Create the Job; if one of that name exists already, return it. ``(job, created)``."""
@@ -197,16 +161,7 @@ class Kube:
     # -- Leases (leader election: leader.py) -----------------------------------------------------
 
     def get_lease(self, namespace: str, name: str, *, timeout: float = REQUEST_TIMEOUT) -> Obj | None:
-        try:
-            return _json(
-                self._coordination.read_namespaced_lease(
-                    name, namespace, _preload_content=False, _request_timeout=timeout
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+        return _unless_missing(self._coordination.read_namespaced_lease, name, namespace, timeout=timeout)
 
     def create_lease(self, lease: Mapping[str, Any], *, timeout: float = REQUEST_TIMEOUT) -> Obj | None:
         """Create the Lease; None if one of that name exists already (someone else was first)."""
@@ -261,16 +216,9 @@ class Kube:
 
     def config_map_value(self, namespace: str, name: str, key: str) -> str | bytes:
         """``data[key]`` or ``binaryData[key]``; MissingReference naming the object and key."""
-        try:
-            cm = _json(
-                self._core.read_namespaced_config_map(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                raise missing_config_map(name, key, None) from None
-            raise
+        cm = _unless_missing(self._core.read_namespaced_config_map, name, namespace)
+        if cm is None:
+            raise missing_config_map(name, key, None)
         data: dict[str, str] = cm.get("data") or {}
         binary: dict[str, str] = cm.get("binaryData") or {}
         if key in data:
@@ -290,16 +238,9 @@ class Kube:
 
     def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
         """Every key of a Secret, decoded; None if there is no such Secret."""
-        try:
-            secret = _json(
-                self._core.read_namespaced_secret(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+        secret = _unless_missing(self._core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
         raw: dict[str, str] = secret.get("data") or {}
         return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in raw.items()}
 
