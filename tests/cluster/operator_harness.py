@@ -16,6 +16,7 @@ and a customer list in a bucket, reading sites back, and waiting on a WebRelease
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -186,6 +187,35 @@ class OperatorProcess:
 
 
 # ------------------------------------------------------------------------------------- objects
+
+
+def _leftovers(kube: Kube) -> list[str]:
+    """WebReleases in namespaces being deleted (they wait for the operator to drop its finalizer)."""
+    going = {
+        ns["metadata"]["name"]
+        for ns in kube.items(api_path("v1", "namespaces"))
+        if ns["metadata"].get("deletionTimestamp")
+    }
+    releases = kube.items(api_path("webrelease.dev/v1alpha1", "webreleases"))
+    return [wr["metadata"]["name"] for wr in releases if wr["metadata"]["namespace"] in going]
+
+
+@contextlib.contextmanager
+def running_operator(plane: ControlPlane, kube: Kube, workdir: Path) -> Iterator[OperatorProcess]:
+    """The CRD installed and ``webrelease operator`` running as a process of its own; on exit it
+    first lets go of the WebReleases of deleted test namespaces (their finalizers), then stops."""
+    install_crd(plane, kube)
+    process = OperatorProcess(plane, workdir)
+    process.start()
+    try:
+        yield process
+    finally:
+        if process.running():
+            with contextlib.suppress(AssertionError):
+                wait_until(
+                    "the WebReleases of deleted namespaces to go", lambda: not _leftovers(kube), timeout_s=60
+                )
+        process.stop()
 
 
 def release_path(namespace: str, name: str | None = None) -> str:

@@ -8,7 +8,6 @@ checked by reading every object back; waits poll the API with deadlines.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,7 +25,6 @@ from tests.cluster.operator_harness import (
     create_storage_secret,
     ended,
     get_release,
-    install_crd,
     is_true,
     jobs_of,
     keys_under,
@@ -37,6 +35,7 @@ from tests.cluster.operator_harness import (
     read_jsonl,
     read_prefix,
     release_path,
+    running_operator,
     wait_release,
 )
 from tests.harness.cluster_fixtures import wait_until
@@ -119,17 +118,6 @@ def shard_result_ids(s3: S3Endpoint, index_url: str) -> dict[str, list[dict[str,
     }
 
 
-def _leftovers(kube: Kube) -> list[str]:
-    """WebReleases in namespaces being deleted (they wait for the operator to drop its finalizer)."""
-    going = {
-        ns["metadata"]["name"]
-        for ns in kube.items(api_path("v1", "namespaces"))
-        if ns["metadata"].get("deletionTimestamp")
-    }
-    releases = kube.items(api_path("webrelease.dev/v1alpha1", "webreleases"))
-    return [wr["metadata"]["name"] for wr in releases if wr["metadata"]["namespace"] in going]
-
-
 @pytest.fixture(scope="module")
 def operator(
     control_plane: ControlPlane,
@@ -137,19 +125,8 @@ def operator(
     node_agent: NodeAgent | None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    install_crd(control_plane, kube)
-    process = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
-    process.start()
-    try:
+    with running_operator(control_plane, kube, tmp_path_factory.mktemp("operator")) as process:
         yield process
-    finally:
-        # the test namespaces are being deleted: let the operator release its finalizers first
-        if process.running():
-            with contextlib.suppress(AssertionError):
-                wait_until(
-                    "the WebReleases of deleted namespaces to go", lambda: not _leftovers(kube), timeout_s=60
-                )
-        process.stop()
 
 
 @dataclass(frozen=True)

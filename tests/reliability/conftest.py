@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator_harness import OperatorProcess, install_crd
+from tests.cluster.operator_harness import OperatorProcess, running_operator
 from tests.harness.controlplane import ControlPlane, Kube
 from tests.harness.nodeagent import NodeAgent
 from tests.harness.s3server import S3Endpoint
@@ -39,13 +39,8 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     """``webrelease operator`` as a process of its own (the operator tests' harness), one per module."""
-    install_crd(control_plane, kube)
-    process = OperatorProcess(control_plane, tmp_path_factory.mktemp("operator"))
-    process.start()
-    try:
+    with running_operator(control_plane, kube, tmp_path_factory.mktemp("operator")) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
