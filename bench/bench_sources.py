@@ -85,8 +85,8 @@ def child(argv: list[str]) -> int:
 
     from webrelease.copier.customers import load_customers, source_for
     from webrelease.copier.snapshot import read_slice, read_snapshot, write_snapshot
+    from webrelease.copier.snapshot.freeze import freeze_snapshot
     from webrelease.copier.sources import SqlSource
-    from webrelease.copier.sources.freeze import freeze_snapshot
     from webrelease.copier.spec import Customers, Storage
     from webrelease.copier.storage import Credentials, parse_url
     from webrelease.copier.stores import StoreSet

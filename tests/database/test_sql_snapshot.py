@@ -12,8 +12,8 @@ from tests.harness.customer_lists import as_jsonl, load_table, make_customers, r
 from tests.harness.postgres import PostgresServer
 from webrelease.copier.customers import CustomerListError
 from webrelease.copier.snapshot import SNAPSHOT_NAME
+from webrelease.copier.snapshot.freeze import freeze_snapshot
 from webrelease.copier.sources import MappingSecrets, SqlSource, TextSource, open_source
-from webrelease.copier.sources.freeze import freeze_snapshot
 from webrelease.copier.spec import Customers
 from webrelease.copier.storage import LocalStore, parse_url
 

@@ -28,6 +28,7 @@ import psycopg
 
 from webrelease.copier.shard import ShardJob, run_shard
 from webrelease.copier.snapshot import shard_count
+from webrelease.copier.snapshot.freeze import freeze_snapshot
 from webrelease.copier.sources import (
     ConfigMapSource,
     CustomerSource,
@@ -37,7 +38,6 @@ from webrelease.copier.sources import (
     TextSource,
     missing_config_map,
 )
-from webrelease.copier.sources.freeze import freeze_snapshot
 from webrelease.copier.spec import INLINE_CUSTOMERS_MAX, WebReleaseSpec, parse_spec
 from webrelease.copier.storage import parse_url
 from webrelease.copier.stores import StoreSet

@@ -7,8 +7,9 @@ import hashlib
 import pytest
 
 from tests.harness.s3_fixtures import StorageBackend
-from webrelease.copier.customers import CustomerListError, StoreSource, load_customers
+from webrelease.copier.customers import CustomerListError, load_customers
 from webrelease.copier.snapshot import SnapshotError, read_slice, report_location, write_snapshot
+from webrelease.copier.sources import ObjectSource
 
 
 def test_written_once_read_by_slice(storage_backend: StorageBackend) -> None:
@@ -39,7 +40,7 @@ def test_a_changed_snapshot_is_refused(storage_backend: StorageBackend) -> None:
 def test_a_customer_list_object_is_read_and_validated(storage_backend: StorageBackend) -> None:
     lists = storage_backend.location("lists")
     storage_backend.store.put(lists, "c.csv", b"id,name\nzeta,Z\nalpha,A\n")
-    out = load_customers(StoreSource(storage_backend.store, lists, "c.csv"))
+    out = load_customers(ObjectSource(lists.url + "c.csv", lambda _loc: storage_backend.store))
     assert out == [{"id": "alpha", "name": "A"}, {"id": "zeta", "name": "Z"}]
-    with pytest.raises(CustomerListError, match="object: not found"):
-        load_customers(StoreSource(storage_backend.store, lists, "missing.jsonl"))
+    with pytest.raises(CustomerListError, match="missing.jsonl does not exist"):
+        load_customers(ObjectSource(lists.url + "missing.jsonl", lambda _loc: storage_backend.store))

@@ -34,9 +34,9 @@ from webrelease.copier.snapshot import (
     shard_count,
     write_snapshot,
 )
+from webrelease.copier.snapshot.freeze import fields_required_by, freeze_snapshot
+from webrelease.copier.snapshot.slices import index_key
 from webrelease.copier.sources import ConfigMapSource, CustomerSource, ObjectSource, TextSource
-from webrelease.copier.sources.freeze import fields_required_by, freeze_snapshot
-from webrelease.copier.sources.slices import index_key
 from webrelease.copier.spec import Storage
 from webrelease.copier.storage import LocalStore, Location, ObjectInfo, Store, parse_url
 from webrelease.copier.stores import StoreSet

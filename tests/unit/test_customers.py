@@ -1,20 +1,16 @@
-"""Customer lists: every format, every problem reported with its line, sorted output."""
+"""Customer lists through the live parsers (``sources.TextSource``, ``sources.InlineSource``) and
+``load_customers``: every format, every problem reported with its line, sorted output."""
 
 from __future__ import annotations
 
 import pytest
 
-from webrelease.copier.customers import (
-    MAX_REPORTED_ERRORS,
-    BytesSource,
-    CustomerListError,
-    InlineSource,
-    load_customers,
-)
+from webrelease.copier.customers import MAX_REPORTED_ERRORS, CustomerListError, load_customers
+from webrelease.copier.sources import InlineSource, TextSource
 
 
 def load(text: str, name: str = "list.jsonl", **kw: object) -> list[dict[str, object]]:
-    return load_customers(BytesSource(name, text.encode()), **kw)  # type: ignore[arg-type]
+    return load_customers(TextSource(text.encode(), name, key=name), **kw)  # type: ignore[arg-type]
 
 
 def problems(text: str, name: str = "list.jsonl", **kw: object) -> list[str]:
@@ -58,8 +54,8 @@ def test_every_problem_is_reported_with_its_line() -> None:
     assert got[0].startswith("line 2: id 'Bad_Id' is not a valid customer id")
     assert got[1] == "line 3: missing id"
     assert got[2] == "line 4: duplicate id 'ok' (first at line 1)"
-    assert got[3].startswith("line 5: not valid JSON")
-    assert got[4] == "line 6: expected an object, got list"
+    assert got[3].startswith("line 5: malformed JSON")
+    assert got[4] == "line 6: expected a JSON object, got an array"
     assert got[5].startswith("line 7: id must be a string, got int")
     assert got[6].startswith("line 8: id '-dash'")
     assert got[7].startswith("line 9: id 'aaaa")
@@ -69,25 +65,30 @@ def test_every_problem_is_reported_with_its_line() -> None:
 def test_json_array_problems_name_the_line_of_the_element() -> None:
     got = problems('[\n  {"id": "a"},\n  {"id": "a"},\n  {"id": "B"}\n]', "c.json")
     assert got == [
-        "line 3 (item 2): duplicate id 'a' (first at line 2 (item 1))",
-        "line 4 (item 3): id 'B' is not a valid customer id (1 to 63 characters: lowercase letters, digits, "
+        "line 3: duplicate id 'a' (first at line 2)",
+        "line 4: id 'B' is not a valid customer id (1 to 63 characters: lowercase letters, digits, "
         "'.', '_' or '-', starting and ending with a letter or digit)",
     ]
-    assert problems('[{"id": "a"},\n {"id": ', "c.json")[0].startswith("line 2: not valid JSON")
+    assert problems('[{"id": "a"},\n {"id": ', "c.json")[0].startswith("line 2: malformed JSON")
     assert load('{"id": "a"}', "c.json") == [{"id": "a"}]  # one object in a .json is read as JSON Lines
-    assert problems('[{"id": "a"}] trailing', "c.json") == ["line 1: unexpected data after the JSON array"]
+    assert problems('[{"id": "a"}] trailing', "c.json") == [
+        "line 1: data after the end of the JSON array ('t'); a list is one array"
+    ]
 
 
 def test_csv_problems() -> None:
-    assert problems("name\nx\n", "c.csv") == ["line 1: the CSV header has no 'id' column"]
+    assert problems("name\nx\n", "c.csv") == ["line 1: the CSV header has no 'id' column (columns: 'name')"]
     got = problems("id,name\na,A\nb\nc,C,extra\n", "c.csv")
-    assert got == ["line 3: 1 fields where the header has 2", "line 4: 3 fields where the header has 2"]
+    assert got == [
+        "line 3: 1 CSV fields, the header (line 1) has 2",
+        "line 4: 3 CSV fields, the header (line 1) has 2",
+    ]
 
 
 def test_not_utf8_names_the_line() -> None:
     with pytest.raises(CustomerListError) as info:
-        load_customers(BytesSource("l.jsonl", b'{"id": "a"}\n{"id": "b\xff"}\n'))
-    assert info.value.problems == ["line 2: not UTF-8 text (byte 21)"]
+        load_customers(TextSource(b'{"id": "a"}\n{"id": "b\xff"}\n', "l.jsonl", key="l.jsonl"))
+    assert info.value.problems == ["line 2: not valid UTF-8 (byte 0xff at column 10); save the list as UTF-8"]
 
 
 def test_the_message_lists_the_first_twenty_and_counts_the_rest() -> None:

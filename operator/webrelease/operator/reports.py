@@ -26,9 +26,9 @@ from webrelease.copier.snapshot import (
     write_snapshot,
 )
 from webrelease.copier.snapshot import SnapshotRef as CopierSnapshotRef
+from webrelease.copier.snapshot.freeze import fields_required_by, freeze_snapshot
+from webrelease.copier.snapshot.slices import index_key
 from webrelease.copier.sources import ConfigMapReader, SecretReader
-from webrelease.copier.sources.freeze import fields_required_by, freeze_snapshot
-from webrelease.copier.sources.slices import index_key
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import Credentials, Location, NotFound, parse_url
 from webrelease.copier.stores import StoreSet

@@ -13,7 +13,7 @@
   and a query, fetched with a server-side cursor; the URL never appears in any message.
 
 Validation (ids, duplicates, fields the target needs) is ``webrelease.copier.customers``; the
-bounded-memory validate + sort + snapshot for large lists is ``webrelease.copier.sources.freeze``.
+bounded-memory validate + sort + snapshot for large lists is ``webrelease.copier.snapshot.freeze``.
 """
 
 from __future__ import annotations

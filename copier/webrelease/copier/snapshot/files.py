@@ -1,4 +1,4 @@
-"""The frozen customer list of a run, and the report layout around it.
+"""The snapshot's files: the frozen customer list of a run, and the report layout around it.
 
 A run's report folder is ``<reports.url>/<release-name>/<run-id>/`` and holds::
 
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from webrelease.copier.customers import Record
-from webrelease.copier.sources.slices import SliceIndexError, read_indexed_lines
+from webrelease.copier.snapshot.slices import SliceIndexError, read_indexed_lines
 from webrelease.copier.storage import Location, NotFound, Store
 from webrelease.copier.urls import object_url
 
@@ -141,7 +141,7 @@ def _read_indexed_slice(
     store: Store, url: str, sha256: str | None, index: int, size: int
 ) -> list[Record] | None:
     """The slice read by byte range through the snapshot's slice index (written by
-    ``webrelease.copier.sources.freeze``); None when the snapshot has none."""
+    ``webrelease.copier.snapshot.freeze``); None when the snapshot has none."""
     loc, key = object_url(url)
     start = index * size
     try:

@@ -21,7 +21,7 @@ slice plus at most two blocks, whatever the length of the list.
 Integrity: the header binds the entries to the whole snapshot's sha256 (the one in the run's
 status) and each entry binds a block's bytes, so a snapshot or index replaced after the run began
 is detected, as a whole-file check would detect it; a snapshot without an index is read whole
-(``webrelease.copier.snapshot.read_slice`` falls back).
+(``webrelease.copier.snapshot.files.read_slice`` falls back).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ most ``run_bytes`` sorted in memory, spilled to temporary files, merged). Duplic
 after the sort, so they need no set of every id; two customers sharing a site are found the same
 way, by a second sort on the rendered site (skipped when the target only uses ``{id}``, which makes
 sites unique by construction). It also writes the snapshot's slice index
-(``webrelease.copier.sources.slices``), so that each shard reads only its own byte range.
+(``webrelease.copier.snapshot.slices``), so that each shard reads only its own byte range.
 
 Optionally (``required_fields``) a record lacking a field that the target or overrides template
 uses is a problem of the list rather than of that customer's release.
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import IO, Final
 
 from webrelease.copier.customers import MAX_REPORTED_ERRORS, CustomerListError, id_problem
-from webrelease.copier.snapshot import SNAPSHOT_NAME, SnapshotRef, encode_line
+from webrelease.copier.snapshot.files import SNAPSHOT_NAME, SnapshotRef, encode_line
+from webrelease.copier.snapshot.slices import DEFAULT_STEP, SliceIndexBuilder, index_key
 from webrelease.copier.sources.base import CustomerSource
-from webrelease.copier.sources.slices import DEFAULT_STEP, SliceIndexBuilder, index_key
 from webrelease.copier.storage.base import Location, Store
 from webrelease.copier.targets import TargetError, render_target, template_fields
 
