@@ -42,5 +42,5 @@ def test_a_customer_list_object_is_read_and_validated(storage_backend: StorageBa
     storage_backend.store.put(lists, "c.csv", b"id,name\nzeta,Z\nalpha,A\n")
     out = load_customers(ObjectSource(lists.url + "c.csv", lambda _loc: storage_backend.store))
     assert out == [{"id": "alpha", "name": "A"}, {"id": "zeta", "name": "Z"}]
-    with pytest.raises(CustomerListError, match="missing.jsonl does not exist"):
+    with pytest.raises(CustomerListError, match=r"missing\.jsonl does not exist"):
         load_customers(ObjectSource(lists.url + "missing.jsonl", lambda _loc: storage_backend.store))
