@@ -89,7 +89,7 @@ def child(argv: list[str]) -> int:
     from webrelease.copier.sources import SqlSource
     from webrelease.copier.spec import Customers, Storage
     from webrelease.copier.storage import Credentials, parse_url
-    from webrelease.copier.stores import StoreSet
+    from webrelease.copier.storage.storeset import StoreSet
 
     storage = Storage(endpoint_url=cfg["endpoint"], region=cfg["region"])
     credentials = Credentials(cfg["access_key"], cfg["secret_key"])

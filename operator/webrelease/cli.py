@@ -38,8 +38,8 @@ def _err(message: str) -> None:
 def _load(path: str) -> tuple[WebReleaseSpec, str]:
     """A release file: its spec with relative ``file://`` URLs resolved against the file's folder,
     and its name. Raises SpecError."""
+    from webrelease.copier.fileurls import resolve_file_urls
     from webrelease.copier.spec import load_release
-    from webrelease.copier.urls import resolve_file_urls
 
     release = load_release(path)
     return resolve_file_urls(release.spec, Path(path).resolve().parent), release.metadata.name

@@ -40,7 +40,7 @@ from webrelease.copier.sources import (
 )
 from webrelease.copier.spec import INLINE_CUSTOMERS_MAX, WebReleaseSpec, parse_spec
 from webrelease.copier.storage import parse_url
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 
 Row = dict[str, str]
 FIELDS = ("id", "name", "plan", "domain", "apiUrl", "note")

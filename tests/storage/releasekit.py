@@ -17,7 +17,7 @@ from webrelease.copier.localrun import RunOutcome, run_local
 from webrelease.copier.snapshot import encode
 from webrelease.copier.spec import WebReleaseSpec, parse_spec
 from webrelease.copier.storage import Location, RequestEvent, Store
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 
 WRITES = frozenset({"CopyObject", "PutObject", "UploadPartCopy", "CreateMultipartUpload"})
 RELEASE = "rel"

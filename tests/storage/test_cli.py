@@ -130,8 +130,8 @@ def test_run_exit_codes_for_bad_input_and_failed_customers(example: Path, tmp_pa
 
 
 def test_shard_command_is_what_a_job_pod_runs(example: Path, tmp_path: Path) -> None:
+    from webrelease.copier.fileurls import resolve_file_urls
     from webrelease.copier.spec import load_release
-    from webrelease.copier.urls import resolve_file_urls
 
     spec = resolve_file_urls(load_release(example).spec, example.parent)
     report = tmp_path / "report" / "demo" / "run-7"
@@ -263,9 +263,9 @@ def test_a_report_index_that_cannot_be_written_is_named_not_a_traceback(example:
     """Every shard wrote its results; the final index.json write fails: the run says which write
     failed and exits 1, with no traceback."""
     from webrelease.copier.exitcodes import EXIT_CRASH
+    from webrelease.copier.fileurls import resolve_file_urls
     from webrelease.copier.localrun import run_local
     from webrelease.copier.spec import load_release
-    from webrelease.copier.urls import resolve_file_urls
 
     release = load_release(example)
     spec = resolve_file_urls(release.spec, example.parent)

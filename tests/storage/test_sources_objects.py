@@ -12,7 +12,7 @@ from tests.harness.customer_lists import as_csv, as_jsonl, encodings, make_custo
 from tests.harness.s3_fixtures import StorageBackend
 from webrelease.copier.sources import DirectorySecrets, MissingReference, ObjectSource
 from webrelease.copier.sources.base import READ_CHUNK_BYTES
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 
 
 def stores_of(backend: StorageBackend) -> StoreSet:

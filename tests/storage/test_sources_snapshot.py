@@ -39,7 +39,7 @@ from webrelease.copier.snapshot.slices import index_key
 from webrelease.copier.sources import ConfigMapSource, CustomerSource, ObjectSource, TextSource
 from webrelease.copier.spec import Storage
 from webrelease.copier.storage import LocalStore, Location, ObjectInfo, Store, parse_url
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 
 TARGET = "s3://sites/{id}/"
 

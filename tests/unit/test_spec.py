@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from webrelease.copier.fileurls import resolve_file_url, resolve_file_urls
 from webrelease.copier.spec import SpecError, load_release, parse_spec
-from webrelease.copier.urls import object_url, resolve_file_url, resolve_file_urls
+from webrelease.copier.storage import object_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

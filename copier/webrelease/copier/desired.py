@@ -13,7 +13,7 @@ lists its site. It writes nothing; a customer whose preparation fails has nothin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -30,6 +30,7 @@ from webrelease.copier.storage import (
     NotFound,
     ObjectInfo,
     Store,
+    StoreFor,
     check_key,
     parse_url,
 )
@@ -37,8 +38,6 @@ from webrelease.copier.targets import TargetError, render_target
 
 #: Objects are hashed in ranges of this size (never held whole in memory).
 HASH_CHUNK: Final = 8 * 1024 * 1024
-
-StoreFor = Callable[[Location], Store]
 
 
 class BuildError(ValueError):

@@ -19,7 +19,7 @@ from webrelease.copier.plan import CustomerPlan, Op
 from webrelease.copier.shard import Releaser, customers_in_flight
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import StorageError
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 
 _COLUMNS = (Op.COPY, Op.RENDER, Op.OVERRIDE, Op.UNCHANGED, Op.DELETE)
 

@@ -1,4 +1,4 @@
-"""URLs of the spec as the copier uses them: relative ``file://`` URLs, and URLs naming one object.
+"""Relative ``file://`` URLs in a release file.
 
 ``file://relative/path`` in a release file means a path relative to the release file's folder
 (``..`` allowed); :func:`resolve_file_urls` rewrites such URLs to absolute ``file:///...`` once,
@@ -11,7 +11,6 @@ import posixpath
 from pathlib import Path
 
 from webrelease.copier.spec import WebReleaseSpec
-from webrelease.copier.storage import InvalidUrl, Location, parse_url
 
 
 def resolve_file_url(url: str, base: Path) -> str:
@@ -39,12 +38,3 @@ def resolve_file_urls(spec: WebReleaseSpec, base: Path) -> WebReleaseSpec:
         if isinstance(part, dict) and isinstance(part.get("url"), str):
             part["url"] = resolve_file_url(part["url"], base)
     return WebReleaseSpec.model_validate(data)
-
-
-def object_url(url: str) -> tuple[Location, str]:
-    """Split a URL naming one object (``s3://b/lists/customers.jsonl``) into its folder and key."""
-    slash = url.rfind("/")
-    key = url[slash + 1 :]
-    if not key or slash < url.find("://") + 3:
-        raise InvalidUrl(f"{url!r} must name an object (a file), not a folder")
-    return parse_url(url[: slash + 1]), key

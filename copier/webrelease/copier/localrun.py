@@ -39,7 +39,7 @@ from webrelease.copier.snapshot import (
 )
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import Location, StorageError, parse_url
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 
 log = logging.getLogger(__name__)
 

@@ -53,9 +53,15 @@ from webrelease.copier.plan import (
 from webrelease.copier.results import CustomerResult, ShardResult, encode_results
 from webrelease.copier.snapshot import SnapshotError, read_slice, shard_results_key, shard_summary_key
 from webrelease.copier.spec import WebReleaseSpec
-from webrelease.copier.storage import DELETE_BATCH, Location, ObjectInfo, StorageError, guess_content_type
-from webrelease.copier.stores import StoreSet
-from webrelease.copier.urls import object_url
+from webrelease.copier.storage import (
+    DELETE_BATCH,
+    Location,
+    ObjectInfo,
+    StorageError,
+    guess_content_type,
+    object_url,
+)
+from webrelease.copier.storage.storeset import StoreSet
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from webrelease.copier.customers import Record
 from webrelease.copier.desired import Build, CustomerError, prepare_build, prepare_customer
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import NotFound, StorageError
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 
 MISSING = "missing"
 DIFFERENT = "different"

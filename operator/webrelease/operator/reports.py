@@ -31,7 +31,7 @@ from webrelease.copier.snapshot.slices import index_key
 from webrelease.copier.sources import ConfigMapReader, SecretReader
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import Credentials, Location, NotFound, parse_url
-from webrelease.copier.stores import StoreSet
+from webrelease.copier.storage.storeset import StoreSet
 from webrelease.operator.aggregate import StepFold
 from webrelease.operator.constants import STORAGE_SECRET_KEYS
 from webrelease.operator.status import RunStatus, SnapshotRef, WebReleaseStatus

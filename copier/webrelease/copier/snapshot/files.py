@@ -24,8 +24,7 @@ from typing import Any, Final
 
 from webrelease.copier.customers import Record
 from webrelease.copier.snapshot.slices import SliceIndexError, read_indexed_lines
-from webrelease.copier.storage import Location, NotFound, Store
-from webrelease.copier.urls import object_url
+from webrelease.copier.storage import Location, NotFound, Store, object_url
 
 SNAPSHOT_NAME: Final = "customers.jsonl"
 SHARDS_DIR: Final = "shards"

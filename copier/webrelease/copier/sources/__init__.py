@@ -38,9 +38,8 @@ from webrelease.copier.sources.refs import (
     missing_secret,
 )
 from webrelease.copier.sources.sql import SqlSource
-from webrelease.copier.sources.streams import StoreFor
 from webrelease.copier.spec import Customers
-from webrelease.copier.storage.base import Location, Store
+from webrelease.copier.storage.base import Location, Store, StoreFor
 
 __all__ = [
     "MAX_RECORD_BYTES",

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 from webrelease.copier.sources.base import RawRecord, SourceError
 from webrelease.copier.sources.formats import detect_format, parse
-from webrelease.copier.sources.streams import StoreFor, decoded_stream, open_object
+from webrelease.copier.sources.streams import decoded_stream, open_object
+from webrelease.copier.storage.base import StoreFor
 
 
 @dataclass(frozen=True)
 class ObjectSource:
     """``customers.url``: JSON Lines, a JSON array or CSV at a ``file://`` or ``s3://`` URL, maybe gzip.
 
-    ``store_for`` gives the store of a location (``webrelease.copier.stores.StoreSet`` does).
+    ``store_for`` gives the store of a location (``webrelease.copier.storage.storeset.StoreSet`` does).
     """
 
     url: str

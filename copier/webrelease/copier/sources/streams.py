@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO
 
 from webrelease.copier.sources.base import READ_CHUNK_BYTES, SourceError
-from webrelease.copier.storage.base import InvalidUrl, Location, NotFound, StorageError, Store
-from webrelease.copier.urls import object_url
+from webrelease.copier.storage import object_url
+from webrelease.copier.storage.base import InvalidUrl, Location, NotFound, StorageError, Store, StoreFor
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -29,8 +29,6 @@ _OTHER_BOMS = (
     (b"\xfe\xff", "UTF-16 big-endian"),
 )
 _BUFFER = 1024 * 1024
-
-StoreFor = Callable[[Location], Store]
 
 
 class StoreRangeReader(io.RawIOBase):

@@ -23,12 +23,13 @@ from webrelease.copier.storage.base import (
     RequestHook,
     StorageError,
     Store,
+    StoreFor,
     check_key,
     check_metadata,
     guess_content_type,
 )
 from webrelease.copier.storage.local import LocalStore
-from webrelease.copier.storage.urls import parse_url
+from webrelease.copier.storage.urls import object_url, parse_url
 
 if TYPE_CHECKING:
     from webrelease.copier.spec import Storage
@@ -48,9 +49,11 @@ __all__ = [
     "RequestHook",
     "StorageError",
     "Store",
+    "StoreFor",
     "check_key",
     "check_metadata",
     "guess_content_type",
+    "object_url",
     "open_store",
     "parse_url",
 ]

@@ -234,3 +234,7 @@ class Store(Protocol):
     def head(self, loc: Location, key: str) -> ObjectInfo:
         """Size, md5 (when known), metadata and content type; NotFound if it does not exist."""
         ...
+
+
+#: The store of a location (``storage.storeset.StoreSet`` is one).
+StoreFor = Callable[["Location"], Store]

@@ -1,12 +1,15 @@
-"""One store per scheme per process, opened on first use and shared by every thread."""
+"""``StoreSet``: one store per scheme per process, opened on first use and shared by every thread."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from webrelease.copier.spec import Storage
 from webrelease.copier.storage import Credentials, Location, RequestHook, Store, open_store
+
+if TYPE_CHECKING:
+    from webrelease.copier.spec import Storage
 
 Opener = Callable[..., Store]
 

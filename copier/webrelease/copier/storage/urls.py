@@ -78,3 +78,12 @@ def _parse_file(url: str, base: Path | None) -> Location:
         path = posixpath.join(str(base.resolve()), path)
     path = "/" + posixpath.normpath(path).lstrip("/")
     return Location("file", "", path.rstrip("/") + "/")
+
+
+def object_url(url: str) -> tuple[Location, str]:
+    """Split a URL naming one object (``s3://b/lists/customers.jsonl``) into its folder and key."""
+    slash = url.rfind("/")
+    key = url[slash + 1 :]
+    if not key or slash < url.find("://") + 3:
+        raise InvalidUrl(f"{url!r} must name an object (a file), not a folder")
+    return parse_url(url[: slash + 1]), key
