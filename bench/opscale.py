@@ -44,7 +44,7 @@ from webrelease.operator.status import (
     ConditionType,
     ReportRef,
     RunStatus,
-    SnapshotRef,
+    SnapshotStatus,
     StepKind,
     WebReleaseStatus,
 )
@@ -114,7 +114,7 @@ def _status(fold: StepFold, plan: ShardPlan, message: str) -> WebReleaseStatus:
         )
         for kind, value in _CONDITIONS
     ]
-    snapshot = SnapshotRef(
+    snapshot = SnapshotStatus(
         url=f"s3://{BUCKET}/reports/{'p' * 100}/customers.jsonl", sha256="a" * 64, count=plan.customers
     )
     return WebReleaseStatus(

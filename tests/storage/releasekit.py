@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.harness.s3_fixtures import StorageBackend
-from webrelease.copier.localrun import RunOutcome, run_local
+from webrelease.copier.localrun import LocalRunResult, run_local
 from webrelease.copier.snapshot import encode
 from webrelease.copier.spec import WebReleaseSpec, parse_spec
 from webrelease.copier.storage import Location, RequestEvent, Store
@@ -146,7 +146,7 @@ class Scenario:
             on_request=self.events.append,
         )
 
-    def run(self, **spec_changes: Any) -> RunOutcome:
+    def run(self, **spec_changes: Any) -> LocalRunResult:
         return run_local(
             self.spec(**spec_changes),
             RELEASE,

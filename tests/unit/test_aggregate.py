@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
-from webrelease.copier.results import Counts, CustomerResult, ShardResult
+from webrelease.copier.results import CustomerResult, ShardResult, Tally
 from webrelease.copier.spec import FailurePolicy
 from webrelease.operator.aggregate import (
     JobView,
@@ -20,7 +20,7 @@ from webrelease.operator.aggregate import (
 )
 from webrelease.operator.conditions import Outcome, Reason
 from webrelease.operator.sharding import plan_shards
-from webrelease.operator.status import MAX_SHARD_ENTRIES, Carried, ObjectCounts, ShardState, StepKind
+from webrelease.operator.status import MAX_SHARD_ENTRIES, Carried, ObjectTotals, ShardState, StepKind
 
 PLAN = plan_shards(50, 10, 10)
 
@@ -33,7 +33,7 @@ def _summary(index: int, failed: dict[str, str] | None = None, *, size: int = 10
     failed = failed or {}
     result = ShardResult(index, seconds=4.2, results_url=f"s3://reports/x/shards/{index}.jsonl")
     for cid in _ids(index, size):
-        counts = Counts(copied=3, rendered=1, unchanged=2, bytes=1000) if cid not in failed else Counts()
+        counts = Tally(copied=3, rendered=1, unchanged=2, bytes=1000) if cid not in failed else Tally()
         result.customers.append(CustomerResult(cid, cid not in failed, failed.get(cid), counts=counts))
     return result.summary().to_bytes().decode()
 
@@ -96,7 +96,7 @@ def test_all_shards_succeed() -> None:
     assert fold.finished
     assert fold.customers.model_dump() == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0}
     assert fold.shards.model_dump() == {"total": 5, "succeeded": 5, "failed": 0, "active": 0, "pending": 0}
-    assert fold.objects == ObjectCounts(copied=150, rendered=50, unchanged=100, deleted=0, bytes=50_000)
+    assert fold.objects == ObjectTotals(copied=150, rendered=50, unchanged=100, deleted=0, bytes=50_000)
     assert fold.progress == "50/50"
     assert [(s.index, s.state, s.succeeded, s.attempts, s.seconds) for s in fold.shard_statuses] == [
         (i, ShardState.SUCCEEDED, 10, 1, 4) for i in range(5)
@@ -221,7 +221,7 @@ def test_a_retry_step_adds_to_what_was_carried() -> None:
     result = ShardResult(0, seconds=1.0)
     result.customers = [CustomerResult("c012", True), CustomerResult("c034", True)]
     pods = _attempts(_pod(0, "Succeeded", message=result.summary().to_bytes().decode()))
-    carried = Carried(succeeded=48, objects=ObjectCounts(copied=480))
+    carried = Carried(succeeded=48, objects=ObjectTotals(copied=480))
     fold = fold_step(
         plan, total_customers=50, carried=carried, pods=pods, job=_job("0", condition="Complete")
     )

@@ -17,7 +17,7 @@ from webrelease.operator.commands import (
     status_command,
 )
 from webrelease.operator.conditions import Outcome, Reason, finished, invalid
-from webrelease.operator.reconcile import PodBook, validate
+from webrelease.operator.reconcile import PodBook, cluster_spec
 from webrelease.operator.runs import (
     CanaryError,
     StepStart,
@@ -36,7 +36,7 @@ from webrelease.operator.status import (
     ConditionType,
     ReportRef,
     ShardState,
-    SnapshotRef,
+    SnapshotStatus,
     StepKind,
     WebReleaseStatus,
 )
@@ -47,14 +47,14 @@ SPEC: dict[str, Any] = {
     "customers": {"url": "s3://lists/customers.jsonl"},
     "reports": {"url": "s3://reports/"},
 }
-SNAP = SnapshotRef(url="s3://reports/ns/r/g1-abc/customers.jsonl", sha256="a" * 64, count=50)
+SNAP = SnapshotStatus(url="s3://reports/ns/r/g1-abc/customers.jsonl", sha256="a" * 64, count=50)
 
 
 def _body(spec: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": {"name": "r", "namespace": "ns", "uid": "u", "generation": 1}, "spec": spec}
 
 
-# -- validate ---------------------------------------------------------------------------------
+# -- cluster_spec ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -70,23 +70,23 @@ def _body(spec: dict[str, Any]) -> dict[str, Any]:
 )
 def test_a_cluster_spec_needs_s3_urls(change: dict[str, Any], field: str) -> None:
     with pytest.raises(SpecError) as err:
-        validate(_body({**SPEC, **change}))
+        cluster_spec(_body({**SPEC, **change}))
     assert err.value.field == field
 
 
 def test_model_errors_name_the_field_once() -> None:
     with pytest.raises(SpecError) as err:
-        validate(_body({**SPEC, "sharding": {"customersPerShard": -5}}))
+        cluster_spec(_body({**SPEC, "sharding": {"customersPerShard": -5}}))
     text = str(err.value)
     assert text.startswith("spec.sharding.customersPerShard: ")
     assert text.count("spec.sharding.customersPerShard") == 1
     with pytest.raises(SpecError) as err:
-        validate(_body({**SPEC, "source": {"url": "file:///b/"}}))
+        cluster_spec(_body({**SPEC, "source": {"url": "file:///b/"}}))
     assert str(err.value).startswith("spec.source.url: 'file:///b/': a cluster needs s3://")
 
 
 def test_a_valid_spec_passes() -> None:
-    assert validate(_body(SPEC)).target.url == "s3://sites/{id}/"
+    assert cluster_spec(_body(SPEC)).target.url == "s3://sites/{id}/"
 
 
 # -- settings ---------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from webrelease.operator.leader import (
-    Action,
     ElectionConfig,
+    LeaseAction,
     LeaseRecord,
-    decide,
+    decide_lease,
     format_time,
     holding_spec,
     new_lease,
@@ -52,61 +52,61 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-# -- decide ------------------------------------------------------------------------------------------
+# -- decide_lease ------------------------------------------------------------------------------------------
 
 
 def test_no_lease_is_created() -> None:
-    assert decide(None, identity="b", now=T0).action is Action.CREATE
+    assert decide_lease(None, identity="b", now=T0).action is LeaseAction.CREATE
 
 
 def test_the_holder_renews_even_after_expiry() -> None:
     # a restarted replica with the same identity (a pod's name): the old process is gone
-    assert decide(lease("a"), identity="a", now=at(1)).action is Action.RENEW
-    assert decide(lease("a"), identity="a", now=at(3600)).action is Action.RENEW
+    assert decide_lease(lease("a"), identity="a", now=at(1)).action is LeaseAction.RENEW
+    assert decide_lease(lease("a"), identity="a", now=at(3600)).action is LeaseAction.RENEW
 
 
 @pytest.mark.parametrize("holder", [None, ""])
 def test_a_released_lease_is_taken_at_once(holder: str | None) -> None:
-    decision = decide(lease(holder), identity="b", now=at(0.1), observed_at=at(0.1))
-    assert decision.action is Action.ACQUIRE
+    decision = decide_lease(lease(holder), identity="b", now=at(0.1), observed_at=at(0.1))
+    assert decision.action is LeaseAction.ACQUIRE
 
 
 def test_a_valid_lease_of_another_is_waited_for_until_it_expires() -> None:
     held = lease("a", renewed=T0)
-    waiting = decide(held, identity="b", now=at(14.999), observed_at=T0)
-    assert waiting.action is Action.WAIT
+    waiting = decide_lease(held, identity="b", now=at(14.999), observed_at=T0)
+    assert waiting.action is LeaseAction.WAIT
     assert waiting.expires == at(15)
-    assert decide(held, identity="b", now=at(15), observed_at=T0).action is Action.ACQUIRE
-    assert decide(held, identity="b", now=at(40), observed_at=T0).action is Action.ACQUIRE
+    assert decide_lease(held, identity="b", now=at(15), observed_at=T0).action is LeaseAction.ACQUIRE
+    assert decide_lease(held, identity="b", now=at(40), observed_at=T0).action is LeaseAction.ACQUIRE
 
 
 def test_renew_time_plus_duration_against_now_when_never_seen_before() -> None:
     held = lease("a", renewed=T0, duration=15)
-    assert decide(held, identity="b", now=at(10)).action is Action.WAIT
-    assert decide(held, identity="b", now=at(16)).action is Action.ACQUIRE
+    assert decide_lease(held, identity="b", now=at(10)).action is LeaseAction.WAIT
+    assert decide_lease(held, identity="b", now=at(16)).action is LeaseAction.ACQUIRE
 
 
 def test_a_holder_whose_clock_runs_behind_is_not_taken_over_early() -> None:
     # renewTime says 100 s ago (the holder's clock is behind), but this replica saw that renewal
     # only 5 s ago: a full duration from then
     held = lease("a", renewed=at(-100))
-    decision = decide(held, identity="b", now=at(5), observed_at=T0)
-    assert decision.action is Action.WAIT
+    decision = decide_lease(held, identity="b", now=at(5), observed_at=T0)
+    assert decision.action is LeaseAction.WAIT
     assert decision.expires == at(15)
-    assert decide(held, identity="b", now=at(15), observed_at=T0).action is Action.ACQUIRE
+    assert decide_lease(held, identity="b", now=at(15), observed_at=T0).action is LeaseAction.ACQUIRE
 
 
 def test_a_lease_renewed_after_it_was_first_seen_counts_from_the_renewal() -> None:
     held = lease("a", renewed=at(10))
-    assert decide(held, identity="b", now=at(20), observed_at=T0).action is Action.WAIT
-    assert decide(held, identity="b", now=at(25), observed_at=T0).action is Action.ACQUIRE
+    assert decide_lease(held, identity="b", now=at(20), observed_at=T0).action is LeaseAction.WAIT
+    assert decide_lease(held, identity="b", now=at(25), observed_at=T0).action is LeaseAction.ACQUIRE
 
 
 def test_a_held_lease_never_renewed_gets_a_full_duration() -> None:
     held = lease("a", renewed=None)
-    assert decide(held, identity="b", now=at(0)).action is Action.WAIT
-    assert decide(held, identity="b", now=at(14), observed_at=T0).action is Action.WAIT
-    assert decide(held, identity="b", now=at(15), observed_at=T0).action is Action.ACQUIRE
+    assert decide_lease(held, identity="b", now=at(0)).action is LeaseAction.WAIT
+    assert decide_lease(held, identity="b", now=at(14), observed_at=T0).action is LeaseAction.WAIT
+    assert decide_lease(held, identity="b", now=at(15), observed_at=T0).action is LeaseAction.ACQUIRE
 
 
 # -- what is written ------------------------------------------------------------------------------
@@ -124,8 +124,8 @@ def test_a_created_lease_holds_the_identity_with_no_transition() -> None:
         "leaseTransitions": 0,
     }
     written = LeaseRecord.from_k8s(body)
-    assert decide(written, identity="b", now=at(1)).action is Action.RENEW
-    assert decide(written, identity="c", now=at(1), observed_at=at(1)).action is Action.WAIT
+    assert decide_lease(written, identity="b", now=at(1)).action is LeaseAction.RENEW
+    assert decide_lease(written, identity="c", now=at(1), observed_at=at(1)).action is LeaseAction.WAIT
 
 
 def test_taking_over_counts_a_transition_and_renewing_keeps_the_acquire_time() -> None:
@@ -145,7 +145,7 @@ def test_a_released_lease_has_no_holder_and_keeps_its_history() -> None:
     assert spec["leaseTransitions"] == 3
     released = LeaseRecord.from_k8s({"metadata": {"resourceVersion": "7"}, "spec": spec})
     assert released.holder == ""
-    assert decide(released, identity="b", now=at(30), observed_at=at(30)).action is Action.ACQUIRE
+    assert decide_lease(released, identity="b", now=at(30), observed_at=at(30)).action is LeaseAction.ACQUIRE
 
 
 def test_a_replacement_keeps_the_metadata_it_read() -> None:

@@ -9,9 +9,9 @@ import pytest
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_CUSTOMERS_FAILED, EXIT_OK, combine
 from webrelease.copier.results import (
-    Counts,
     CustomerResult,
     ShardResult,
+    Tally,
     decode_results,
     encode_results,
     fold,
@@ -25,7 +25,7 @@ def customers(
     ok: int, failed: int, reason: str = "template config.js, line 3: 'apiUrl' is undefined"
 ) -> list[CustomerResult]:
     out = [
-        CustomerResult(f"ok-{i:05d}", True, counts=Counts(copied=3, rendered=1, unchanged=2, bytes=100))
+        CustomerResult(f"ok-{i:05d}", True, counts=Tally(copied=3, rendered=1, unchanged=2, bytes=100))
         for i in range(ok)
     ]
     out += [CustomerResult(f"bad-{i:05d}", False, reason=reason) for i in range(failed)]

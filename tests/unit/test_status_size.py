@@ -24,7 +24,7 @@ from webrelease.operator.status import (
     Carried,
     ReportRef,
     RunStatus,
-    SnapshotRef,
+    SnapshotStatus,
     StepKind,
     WebReleaseStatus,
 )
@@ -109,7 +109,7 @@ def _object(shards: int) -> dict[str, Any]:
     )
     fold = fold_step(plan, total_customers=customers, carried=Carried(), pods=pods, job=job)
     long_url = "s3://reports/" + "r" * 2000 + "/"
-    snap = SnapshotRef(url=long_url + "customers.jsonl", sha256="f" * 64, count=customers)
+    snap = SnapshotStatus(url=long_url + "customers.jsonl", sha256="f" * 64, count=customers)
     conditions = finished(
         [], Outcome.FAILED, Reason.TOO_MANY_FAILURES, "m" * 5000, generation=12, now="t" * 30
     )

@@ -47,7 +47,7 @@ Echo = Callable[[str], None]
 
 
 @dataclass
-class RunOutcome:
+class LocalRunResult:
     exit_code: int
     report: Location | None = None
     snapshot: SnapshotRef | None = None
@@ -151,23 +151,23 @@ def run_local(
     in_process: bool = False,
     run_id: str | None = None,
     echo: Echo = print,
-) -> RunOutcome:
+) -> LocalRunResult:
     """A whole run. ``in_process`` runs the shards one after another in this process with
     ``stores`` (tests use it to watch every request); otherwise each shard is a worker process."""
     stores = stores or store_set_for(spec)
     try:
         customers = load_run_customers(spec, stores)
     except CustomerListError as exc:
-        return RunOutcome(EXIT_BAD_INPUT, error=str(exc))
+        return LocalRunResult(EXIT_BAD_INPUT, error=str(exc))
     except (StorageError, ValueError) as exc:
-        return RunOutcome(EXIT_BAD_INPUT, error=f"customer list: {exc}")
+        return LocalRunResult(EXIT_BAD_INPUT, error=f"customer list: {exc}")
     started = datetime.now(UTC)
     run_id = run_id or new_run_id(started)
     report = report_location(parse_url(spec.reports.url), release_name, run_id)
     try:
         snapshot = write_snapshot(stores(report), report, customers)
     except StorageError as exc:
-        return RunOutcome(EXIT_CRASH, error=f"writing the snapshot to {report.url}: {exc}")
+        return LocalRunResult(EXIT_CRASH, error=f"writing the snapshot to {report.url}: {exc}")
     size = spec.sharding.customers_per_shard
     n = shard_count(snapshot.count, size)
     jobs = [ShardJob(spec, release_name, snapshot.url, snapshot.sha256, i, size, report) for i in range(n)]
@@ -178,17 +178,17 @@ def run_local(
             summaries = _run_in_process(jobs, stores, bar)
         else:
             summaries = _run_in_processes(jobs, min(workers, n), bar)
-    outcome = RunOutcome(combine(s.exit_code for s in summaries), report, snapshot, summaries)
+    outcome = LocalRunResult(combine(s.exit_code for s in summaries), report, snapshot, summaries)
     try:
         write_index(stores, outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
     except StorageError as exc:
         # every shard's results are written; only the index is missing: say which write failed
-        return RunOutcome(EXIT_CRASH, error=f"writing {report.url}{INDEX_NAME}: {exc}")
+        return LocalRunResult(EXIT_CRASH, error=f"writing {report.url}{INDEX_NAME}: {exc}")
     return outcome
 
 
 def index_document(
-    outcome: RunOutcome, *, spec: WebReleaseSpec, release_name: str, run_id: str, started: datetime
+    outcome: LocalRunResult, *, spec: WebReleaseSpec, release_name: str, run_id: str, started: datetime
 ) -> dict[str, Any]:
     assert outcome.snapshot is not None and outcome.report is not None
     return {
@@ -207,7 +207,7 @@ def index_document(
 
 def write_index(
     stores: StoreSet,
-    outcome: RunOutcome,
+    outcome: LocalRunResult,
     *,
     spec: WebReleaseSpec,
     release_name: str,
@@ -220,7 +220,7 @@ def write_index(
     stores(outcome.report).put(outcome.report, INDEX_NAME, data, content_type="application/json")
 
 
-def describe(outcome: RunOutcome, spec: WebReleaseSpec, *, failed_max: int = 20) -> list[str]:
+def describe(outcome: LocalRunResult, spec: WebReleaseSpec, *, failed_max: int = 20) -> list[str]:
     """Lines telling a human how the run went and where everything is."""
     if outcome.report is None:
         return [f"error: {outcome.error}"]

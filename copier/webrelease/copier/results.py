@@ -36,14 +36,14 @@ STATUS_FAILED: Final = "failed"
 
 
 @dataclass(slots=True)
-class Counts:
+class Tally:
     copied: int = 0
     rendered: int = 0
     unchanged: int = 0
     deleted: int = 0
     bytes: int = 0
 
-    def add(self, other: Counts) -> None:
+    def add(self, other: Tally) -> None:
         self.copied += other.copied
         self.rendered += other.rendered
         self.unchanged += other.unchanged
@@ -66,7 +66,7 @@ class CustomerResult:
     ok: bool
     reason: str | None = None
     site: str | None = None
-    counts: Counts = field(default_factory=Counts)
+    counts: Tally = field(default_factory=Tally)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class CustomerResult:
             ok=data["status"] == STATUS_OK,
             reason=data.get("reason"),
             site=data.get("site"),
-            counts=Counts(
+            counts=Tally(
                 *(int(data.get(k, 0)) for k in ("copied", "rendered", "unchanged", "deleted", "bytes"))
             ),
             seconds=float(data.get("seconds", 0.0)),
@@ -173,8 +173,8 @@ class ShardResult:
             return self.error_code if self.error_code is not None else EXIT_CRASH
         return EXIT_CUSTOMERS_FAILED if self.failed else EXIT_OK
 
-    def totals(self) -> Counts:
-        total = Counts()
+    def totals(self) -> Tally:
+        total = Tally()
         for c in self.customers:
             total.add(c.counts)
         return total
@@ -239,9 +239,9 @@ def write_termination_message(path: Path | None, summary: ShardSummary) -> None:
 
 def fold(summaries: Sequence[ShardSummary]) -> dict[str, Any]:
     """Totals over shards (for a run's index.json)."""
-    objects = Counts()
+    objects = Tally()
     for s in summaries:
-        objects.add(Counts(**s.objects.model_dump()))
+        objects.add(Tally(**s.objects.model_dump()))
     return {
         "customers": sum(s.customers for s in summaries),
         "succeeded": sum(s.succeeded for s in summaries),

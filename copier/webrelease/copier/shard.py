@@ -94,7 +94,7 @@ CustomerCallback = Callable[[CustomerResult], None]
 
 @dataclass
 class _Tally:
-    """Counts of one customer, updated from pool threads."""
+    """Tally of one customer, updated from pool threads."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     result: CustomerResult = field(default_factory=lambda: CustomerResult("", True))

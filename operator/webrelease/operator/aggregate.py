@@ -47,7 +47,7 @@ from webrelease.operator.status import (
     CustomerCounts,
     FailedCustomer,
     FailedCustomers,
-    ObjectCounts,
+    ObjectTotals,
     ShardCounts,
     ShardState,
     ShardStatus,
@@ -204,7 +204,7 @@ class ShardView:
     failed_sample: tuple[Sample, ...] = ()
     #: why the whole shard failed (bad input, a crash, never ran)
     error: str | None = None
-    objects: ObjectCounts = field(default_factory=ObjectCounts)
+    objects: ObjectTotals = field(default_factory=ObjectTotals)
     summary: ShardSummary | None = None
 
     @property
@@ -230,10 +230,10 @@ def _duration(attempt: PodAttempt) -> int | None:
     return _seconds(attempt.started_at, attempt.finished_at)
 
 
-def _objects(summary: ShardSummary | None) -> ObjectCounts:
+def _objects(summary: ShardSummary | None) -> ObjectTotals:
     if summary is None:
-        return ObjectCounts()
-    return ObjectCounts.model_validate(summary.objects.model_dump())
+        return ObjectTotals()
+    return ObjectTotals.model_validate(summary.objects.model_dump())
 
 
 def _attempt_error(attempt: PodAttempt) -> str:
@@ -315,7 +315,7 @@ class StepFold:
 
     customers: CustomerCounts
     shards: ShardCounts
-    objects: ObjectCounts
+    objects: ObjectTotals
     shard_statuses: list[ShardStatus]
     shard_statuses_omitted: int
     failed_customers: FailedCustomers
@@ -329,8 +329,8 @@ class StepFold:
     views: tuple[ShardView, ...]
 
 
-def _add(a: ObjectCounts, b: ObjectCounts) -> ObjectCounts:
-    return ObjectCounts(
+def _add(a: ObjectTotals, b: ObjectTotals) -> ObjectTotals:
+    return ObjectTotals(
         copied=a.copied + b.copied,
         rendered=a.rendered + b.rendered,
         unchanged=a.unchanged + b.unchanged,
@@ -438,7 +438,7 @@ def plan_fold(planned: Sequence[Any], *, total: int) -> StepFold:
     ``planned``: the copier's ``PlannedCustomer`` list."""
     ok = [p for p in planned if p.plan is not None]
     bad = [p for p in planned if p.plan is None]
-    objects = ObjectCounts(
+    objects = ObjectTotals(
         copied=sum(p.plan.count(Op.COPY) + p.plan.count(Op.OVERRIDE) for p in ok),
         rendered=sum(p.plan.count(Op.RENDER) for p in ok),
         unchanged=sum(p.plan.count(Op.UNCHANGED) for p in ok),

@@ -23,7 +23,7 @@ also counts from the moment *it* first saw that renewal (client-go does only thi
 expired once both ``renewTime`` and that local observation are more than ``leaseDurationSeconds``
 old. A standby that starts after a leader died therefore waits one full Lease duration.
 
-:func:`decide` is the whole decision, a pure function of the Lease, the time, this replica's
+:func:`decide_lease` is the whole decision, a pure function of the Lease, the time, this replica's
 identity and when it first saw the Lease's current state; :class:`LeaderElector` does the API calls
 (:class:`LeaseApi`, implemented by :class:`webrelease.operator.kube.Kube`) and the timing.
 """
@@ -53,7 +53,7 @@ WATCHDOG_SECONDS: Final = 0.25
 logger = logging.getLogger("webrelease.operator.leader")
 
 
-class Action(StrEnum):
+class LeaseAction(StrEnum):
     """What a replica does with the Lease it read."""
 
     #: There is no Lease: create it, holding it.
@@ -106,32 +106,32 @@ class LeaseRecord:
 
 
 @dataclass(frozen=True)
-class Decision:
-    action: Action
+class LeaseDecision:
+    action: LeaseAction
     #: With WAIT: when the holder's Lease runs out, as this replica judges it.
     expires: datetime | None = None
 
 
-def decide(
+def decide_lease(
     lease: LeaseRecord | None, *, identity: str, now: datetime, observed_at: datetime | None = None
-) -> Decision:
+) -> LeaseDecision:
     """What ``identity`` does at ``now`` with ``lease`` (None: there is none). ``observed_at`` is
     when this replica first saw the Lease in its current state (same resourceVersion), if it has
     looked before; the Lease is expired only when both its ``renewTime`` and that are more than
     ``leaseDurationSeconds`` old."""
     if lease is None:
-        return Decision(Action.CREATE)
+        return LeaseDecision(LeaseAction.CREATE)
     if lease.holder == identity:
-        return Decision(Action.RENEW)
+        return LeaseDecision(LeaseAction.RENEW)
     if not lease.holder:
-        return Decision(Action.ACQUIRE)
+        return LeaseDecision(LeaseAction.ACQUIRE)
     starts = [t for t in (lease.renew_time or lease.acquire_time, observed_at) if t is not None]
     if not starts:  # held, but never renewed, and never seen before: give it a full duration
         starts = [now]
     expires = max(starts) + timedelta(seconds=max(lease.duration_seconds, 0))
     if now >= expires:
-        return Decision(Action.ACQUIRE)
-    return Decision(Action.WAIT, expires)
+        return LeaseDecision(LeaseAction.ACQUIRE)
+    return LeaseDecision(LeaseAction.WAIT, expires)
 
 
 def holding_spec(identity: str, now: datetime, duration_seconds: int, previous: LeaseRecord | None) -> Obj:
@@ -258,7 +258,7 @@ class LeaderElector:
     # -- standing by --------------------------------------------------------------------------------
 
     def attempt(self) -> bool:
-        """One look at the Lease, and the write :func:`decide` asks for; True once we hold it.
+        """One look at the Lease, and the write :func:`decide_lease` asks for; True once we hold it.
         API errors propagate."""
         cfg = self.config
         timeout = max(cfg.renew_period_seconds, 5.0)
@@ -267,15 +267,15 @@ class LeaderElector:
             now = self._clock()
             record = LeaseRecord.from_k8s(body) if body is not None else None
             observed_at = self._observe(record, now)
-            decision = decide(record, identity=cfg.identity, now=now, observed_at=observed_at)
-            if decision.action is Action.WAIT:
+            decision = decide_lease(record, identity=cfg.identity, now=now, observed_at=observed_at)
+            if decision.action is LeaseAction.WAIT:
                 with self._lock:
                     self._body = body
                 self._log_holder(record, decision)
                 return False
             spec = holding_spec(cfg.identity, now, cfg.lease_duration_seconds, record)
             sent = self._monotonic()
-            if decision.action is Action.CREATE:
+            if decision.action is LeaseAction.CREATE:
                 written = self.api.create_lease(new_lease(cfg.namespace, cfg.name, spec), timeout=timeout)
             else:
                 assert body is not None
@@ -363,7 +363,7 @@ class LeaderElector:
                     self._body = written
                     self._renewed_at = sent
                 return None
-            # changed since we wrote it (or gone): read it and decide again
+            # changed since we wrote it (or gone): read it and decide_lease again
             fresh = self.api.get_lease(cfg.namespace, cfg.name, timeout=timeout)
             if fresh is None:
                 return "it was deleted"
@@ -380,7 +380,7 @@ class LeaderElector:
             self._observed = (record.resource_version, now)
         return self._observed[1]
 
-    def _log_holder(self, record: LeaseRecord | None, decision: Decision) -> None:
+    def _log_holder(self, record: LeaseRecord | None, decision: LeaseDecision) -> None:
         holder = record.holder if record is not None else ""
         if holder != self._holder_logged:
             self._holder_logged = holder

@@ -1,6 +1,6 @@
 """The run lifecycle (SPEC §4): what the handlers do, in plain async functions.
 
-- :func:`start_run` (a new generation: create, spec change, operator start): validate, supersede the
+- :func:`start_run` (a new generation: create, spec change, operator start): check the spec, supersede the
   previous run, snapshot the customer list, create the first step's Job.
 - :func:`advance` (the per-release daemon, in batches): fold the step's pods into status; when the
   Job has ended, start the next step or finish the run (report index, final condition, Event);
@@ -89,7 +89,7 @@ from webrelease.operator.status import (
     ConditionType,
     ReportRef,
     RunStatus,
-    SnapshotRef,
+    SnapshotStatus,
     StepKind,
     WebReleaseStatus,
 )
@@ -265,7 +265,7 @@ async def write_status(ctx: Context, rel: Release, new: WebReleaseStatus) -> Non
     await _call(ctx.kube.patch_release_status, rel.namespace, rel.name, new.to_patch())
 
 
-def validate(body: Mapping[str, Any]) -> WebReleaseSpec:
+def cluster_spec(body: Mapping[str, Any]) -> WebReleaseSpec:
     """The spec, re-validated with the same models as the CRD, plus what a cluster needs.
     SpecError names the field."""
     spec = parse_spec(body.get("spec") or {})
@@ -394,13 +394,13 @@ async def _create_step(
     spec: WebReleaseSpec,
     *,
     kind: StepKind,
-    snapshot: SnapshotRef,
+    snapshot: SnapshotStatus,
     folder: Location,
     carried: Carried,
     rest_pending: bool,
     retry_token: str | None,
     retries: int,
-    run_snapshot: SnapshotRef,
+    run_snapshot: SnapshotStatus,
     run_folder: Location,
     new_run: bool,
     reason: EventReason,
@@ -484,7 +484,7 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
     rel = Release.of(body)
     status = rel.status
     try:
-        spec = validate(body)
+        spec = cluster_spec(body)
     except SpecError as exc:
         await _supersede(ctx, rel)
         message = str(exc)
@@ -606,7 +606,7 @@ async def _plan_run(
     spec: WebReleaseSpec,
     *,
     storage: ReleaseStorage,
-    run_snapshot: SnapshotRef,
+    run_snapshot: SnapshotStatus,
     run_folder: Location,
 ) -> None:
     """``dryRun``: plan every customer in this process with read requests only (list, get, head)
@@ -712,7 +712,7 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
             with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
                 await start_run(ctx, body, again=True)
         return
-    spec = validate(body)
+    spec = cluster_spec(body)
     if status.completion_time is not None:
         if token and token != status.retry_token:
             await _retry(ctx, rel, spec, token)
@@ -1008,4 +1008,4 @@ def shard_finished(ctx: Context, namespace: str, release: str, attempt: PodAttem
     ctx.metrics.shard_finished(namespace, release, outcome, seconds)
 
 
-__all__ = ["Context", "PodBook", "advance", "job_name", "shard_finished", "start_run", "validate"]
+__all__ = ["Context", "PodBook", "advance", "cluster_spec", "job_name", "shard_finished", "start_run"]

@@ -21,11 +21,11 @@ from webrelease.copier.results import CustomerResult, decode_results
 from webrelease.copier.snapshot import (
     INDEX_NAME,
     SNAPSHOT_NAME,
+    SnapshotRef,
     read_snapshot,
     shard_results_key,
     write_snapshot,
 )
-from webrelease.copier.snapshot import SnapshotRef as CopierSnapshotRef
 from webrelease.copier.snapshot.freeze import fields_required_by, freeze_snapshot
 from webrelease.copier.snapshot.slices import index_key
 from webrelease.copier.sources import ConfigMapReader, SecretReader
@@ -34,7 +34,7 @@ from webrelease.copier.storage import Credentials, Location, NotFound, parse_url
 from webrelease.copier.storage.storeset import StoreSet
 from webrelease.operator.aggregate import StepFold
 from webrelease.operator.constants import STORAGE_SECRET_KEYS
-from webrelease.operator.status import RunStatus, SnapshotRef, WebReleaseStatus
+from webrelease.operator.status import RunStatus, SnapshotStatus, WebReleaseStatus
 
 Record = dict[str, Any]
 _KEY_ID, _KEY_SECRET, _KEY_TOKEN = STORAGE_SECRET_KEYS
@@ -62,8 +62,8 @@ def credentials_from_secret(name: str, values: Mapping[str, str] | None) -> Cred
     )
 
 
-def _ref(ref: CopierSnapshotRef) -> SnapshotRef:
-    return SnapshotRef(url=ref.url, sha256=ref.sha256, count=ref.count)
+def _ref(ref: SnapshotRef) -> SnapshotStatus:
+    return SnapshotStatus(url=ref.url, sha256=ref.sha256, count=ref.count)
 
 
 def run_location(spec: WebReleaseSpec, namespace: str, name: str, run: str) -> Location:
@@ -89,7 +89,7 @@ class ReleaseStorage:
 
     def freeze_customers(
         self, folder: Location, *, secrets: SecretReader, config_maps: ConfigMapReader
-    ) -> SnapshotRef:
+    ) -> SnapshotStatus:
         """Read the customer source once, validate every record, sort, and write
         ``<folder>/customers.jsonl`` (and its slice index) in bounded memory. CustomerListError
         naming the lines, before anything is written, when the list is bad."""
@@ -105,7 +105,7 @@ class ReleaseStorage:
             )
         )
 
-    def write_snapshot(self, folder: Location, records: Sequence[Record]) -> SnapshotRef:
+    def write_snapshot(self, folder: Location, records: Sequence[Record]) -> SnapshotStatus:
         """``<folder>/customers.jsonl``: canonical bytes, so the same list gives the same sha256."""
         return _ref(write_snapshot(self.stores(folder), folder, records))
 
@@ -114,7 +114,7 @@ class ReleaseStorage:
         leaves nothing behind)."""
         self.stores(folder).delete(folder, [SNAPSHOT_NAME, index_key(SNAPSHOT_NAME)])
 
-    def read_snapshot(self, ref: SnapshotRef) -> list[Record]:
+    def read_snapshot(self, ref: SnapshotStatus) -> list[Record]:
         return read_snapshot(self.stores(parse_url(ref.url.rsplit("/", 1)[0] + "/")), ref.url, ref.sha256)
 
     def shard_results(self, folder: Location, index: int) -> list[CustomerResult] | None:

@@ -30,7 +30,7 @@ from webrelease.operator.status import (
     Carried,
     ReportRef,
     RunStatus,
-    SnapshotRef,
+    SnapshotStatus,
     StepKind,
     WebReleaseStatus,
 )
@@ -101,7 +101,7 @@ class StepStart:
     kind: StepKind
     step_id: str
     job: str
-    snapshot: SnapshotRef
+    snapshot: SnapshotStatus
     plan: ShardPlan
     carried: Carried
     rest_pending: bool
@@ -127,7 +127,7 @@ def started_status(
     start: StepStart,
     *,
     total_customers: int,
-    run_snapshot: SnapshotRef,
+    run_snapshot: SnapshotStatus,
     report_url: str,
     new_run: bool,
 ) -> WebReleaseStatus:

@@ -111,7 +111,7 @@ class ShardCounts(StatusModel):
     pending: NonNegative = 0
 
 
-class ObjectCounts(StatusModel):
+class ObjectTotals(StatusModel):
     """Objects of the run's sites, summed over shards (the latest attempt of each)."""
 
     copied: NonNegative = 0
@@ -170,7 +170,7 @@ class FailedCustomers(StatusModel):
     sample: Annotated[list[FailedCustomer], Field(max_length=MAX_FAILED_SAMPLE)] = []
 
 
-class SnapshotRef(StatusModel):
+class SnapshotStatus(StatusModel):
     """A frozen customer list in the report location."""
 
     url: Annotated[str, Field(max_length=2048)]
@@ -204,7 +204,7 @@ class Carried(StatusModel):
     """What earlier steps of this run achieved for customers that are not in the current step."""
 
     succeeded: NonNegative = 0
-    objects: ObjectCounts = ObjectCounts()
+    objects: ObjectTotals = ObjectTotals()
 
 
 class RunStatus(StatusModel):
@@ -216,7 +216,7 @@ class RunStatus(StatusModel):
         str, Field(max_length=63, description="Unique id of the step; names its report folder.")
     ]
     job: Annotated[str, Field(max_length=63, description="The step's Job (empty for a dry run: no Job).")]
-    snapshot: SnapshotRef = Field(description="The customers of this step.")
+    snapshot: SnapshotStatus = Field(description="The customers of this step.")
     customers_per_shard: Annotated[int, Field(ge=1)]
     shards: NonNegative
     carried: Carried = Carried()
@@ -248,14 +248,14 @@ class WebReleaseStatus(StatusModel):
     )
     customers: CustomerCounts = CustomerCounts()
     shards: ShardCounts = ShardCounts()
-    objects: ObjectCounts = ObjectCounts()
+    objects: ObjectTotals = ObjectTotals()
     shard_statuses: Annotated[
         list[ShardStatus],
         Field(max_length=MAX_SHARD_ENTRIES, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
     ] = []
     shard_statuses_omitted: NonNegative = 0
     failed_customers: FailedCustomers = FailedCustomers()
-    snapshot: SnapshotRef | None = None
+    snapshot: SnapshotStatus | None = None
     report: ReportRef | None = None
 
     def condition(self, kind: ConditionType) -> Condition | None:
