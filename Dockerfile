@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image for the webrelease operator and its shard pods (SPEC §5): `webrelease operator` runs the
+# One image for the webrelease operator and its shard pods (docs/design.md "Interfaces"): `webrelease operator` runs the
 # control plane, `webrelease shard` (what the operator puts in the Job) runs one shard.
 #
 # Runs as UID/GID 65532 (non-root, numeric, no passwd entry needed), with a read-only root filesystem:

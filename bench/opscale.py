@@ -54,7 +54,8 @@ RELEASE = "bench-scale"
 BUCKET = "operator-bench"
 CUSTOMERS_KEY = "customers.jsonl"
 CUSTOMERS_PER_SHARD = 50
-#: etcd's request limit is ~1.5 MiB; SPEC §8 asks for the whole object under 256 KiB.
+#: etcd's request limit is ~1.5 MiB; docs/design.md "Performance targets" asks for the whole
+#: object under 256 KiB.
 BUDGET_BYTES = 256 * 1024
 TIME_TARGET_S = 10.0
 MEMORY_TARGET_MIB = 300.0

@@ -1,4 +1,4 @@
-"""Tenants and secrets on the real stack (SPEC §6).
+"""Tenants and secrets on the real stack (docs/design.md "Bad input and safety").
 
 One namespace, three WebReleases applied at once, customers from PostgreSQL (the URL, with its
 password, in a Secret) and S3 credentials in a Secret:

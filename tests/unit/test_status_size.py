@@ -1,4 +1,5 @@
-"""The WebRelease object stays under 256 KiB at 2,000 shards, whatever happens (SPEC §3, §8).
+"""The WebRelease object stays under 256 KiB at 2,000 shards, whatever happens
+(docs/design.md "The status contract").
 
 The status is built the way the operator builds it (pods -> fold_step -> WebReleaseStatus) for the
 worst case we can think of: every shard failed after three attempts, each naming as many failed

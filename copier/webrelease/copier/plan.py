@@ -15,8 +15,9 @@ When the site object's MD5 is unknown (a multipart upload's ETag) the listing ca
 metadata webrelease stored when it wrote the object (``webrelease-md5``/``webrelease-sha256``)
 decides.
 
-Order (SPEC §3/§4): every non-entrypoint write first, then the entrypoints (so that a visitor never
-loads a new page pointing at an asset not yet copied), then the deletes.
+Order (docs/design.md "The API", ``entrypoints``): every non-entrypoint write first, then the
+entrypoints (so that a visitor never loads a new page pointing at an asset not yet copied), then
+the deletes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One shard: release a contiguous slice of the frozen customer list (SPEC §4 step 4).
+"""One shard: release a contiguous slice of the frozen customer list (docs/design.md "The run flow", step 5).
 
 :func:`run_shard` reads the snapshot and takes its slice, prepares the build once (one listing,
 templates compiled once), then releases several customers at a time. For each customer:

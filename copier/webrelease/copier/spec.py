@@ -32,13 +32,13 @@ API_GROUP = "webrelease.dev"
 API_VERSION = "v1alpha1"
 KIND = "WebRelease"
 
-#: SPEC §2: a customer id.
+#: A customer id (docs/design.md "The id rule").
 CUSTOMER_ID_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 CUSTOMER_ID_RE = re.compile(CUSTOMER_ID_PATTERN)
 
 #: `inline` customer lists are for small lists only; larger ones belong in object storage.
 INLINE_CUSTOMERS_MAX = 100
-#: A Job has at most this many indexes (SPEC §3 "at most a few thousand shards").
+#: A Job has at most this many indexes (docs/design.md "The API": at most a few thousand shards).
 MAX_SHARDS = 5000
 #: Default ``templateTimeoutSeconds``: CPU seconds one template file may take for one customer.
 TEMPLATE_TIMEOUT_SECONDS = 5.0
@@ -214,7 +214,7 @@ DEFAULT_ENTRYPOINTS = ("index.html", "**/*.html")
 
 
 class WebReleaseSpec(Model):
-    """``spec`` of a WebRelease (SPEC §3)."""
+    """``spec`` of a WebRelease (docs/design.md "The API")."""
 
     source: Source
     target: Target

@@ -4,7 +4,7 @@ A template is a URL with ``{field}`` placeholders naming fields of the customer 
 plain names are allowed (no attribute access, indexing or format specs), and each placeholder's
 value must be one path segment (no ``/``, ``\\``, ``.`` or ``..``, no control characters). The
 *fixed prefix* is everything before the first placeholder; a rendered URL must stay inside it, so
-that no customer can write into another's site (SPEC §6).
+that no customer can write into another's site (docs/design.md "The targets").
 """
 
 from __future__ import annotations

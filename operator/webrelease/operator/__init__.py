@@ -1,4 +1,5 @@
-"""The control plane of webrelease: a kopf operator for the ``WebRelease`` resource (SPEC §3-§5).
+"""The control plane of webrelease: a kopf operator for the ``WebRelease`` resource
+(docs/design.md, docs/operator.md).
 
 Pure modules (no I/O, unit-tested without a cluster): :mod:`.constants`, :mod:`.status`,
 :mod:`.conditions`, :mod:`.crd`, :mod:`.sharding`, :mod:`.jobs`, :mod:`.aggregate`, :mod:`.runs`.

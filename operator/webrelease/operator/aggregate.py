@@ -507,7 +507,7 @@ def _failed_message(fold: StepFold, tolerated: int | None) -> str:
 
 
 def decide(step: StepKind, fold: StepFold, *, rest_pending: bool, policy: FailurePolicy) -> Decision:
-    """The outcome of a finished step (see SPEC §3 ``failurePolicy`` and ``canary``)."""
+    """The outcome of a finished step (``failurePolicy`` and ``canary``: docs/operator.md "A run")."""
     c = fold.customers
     if rest_pending:
         # the canary (or a retry of it): every canary must succeed before the rest is released

@@ -225,7 +225,7 @@ def build_crd() -> dict[str, Any]:
     status = model_schema(WebReleaseStatus, defaults=False)
     schema = {
         "type": "object",
-        "description": "A release of one web build to every customer's own site (SPEC §3).",
+        "description": "A release of one web build to every customer's own site.",
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},

@@ -1,4 +1,5 @@
-"""The Indexed Job of one step of a run, as a pure function of its inputs (SPEC §4 step 3).
+"""The Indexed Job of one step of a run, as a pure function of its inputs
+(docs/design.md "The run flow", step 4).
 
 :func:`build_job` returns the ``batch/v1`` Job manifest; :mod:`.kube` creates it. One Job index is
 one shard: the pod runs ``webrelease shard`` (``webrelease.copier.invocation`` describes its

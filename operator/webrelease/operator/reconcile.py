@@ -1,4 +1,4 @@
-"""The run lifecycle (SPEC §4): what the handlers do, in plain async functions.
+"""The run lifecycle (docs/design.md "The run flow"): what the handlers do, in plain async functions.
 
 - :func:`start_run` (a new generation: create, spec change, operator start): check the spec, supersede the
   previous run, snapshot the customer list, create the first step's Job.

@@ -1,4 +1,5 @@
-"""``status`` of a WebRelease: pydantic models, bounded at any customer count (SPEC §3).
+"""``status`` of a WebRelease: pydantic models, bounded at any customer count
+(docs/design.md "The status contract").
 
 These models are the single source of the status schema in the CRD (:mod:`.crd`) and of what the
 operator writes. Everything that grows with the number of customers is capped here:
@@ -64,7 +65,7 @@ CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN, max_length=63)]
 
 
 class ConditionType(StrEnum):
-    """The condition types of a WebRelease (SPEC §3)."""
+    """The condition types of a WebRelease."""
 
     #: The spec is valid (``False``: it is not; the message names the field).
     ACCEPTED = "Accepted"

@@ -1,4 +1,4 @@
-"""Customer sources: where a customer list comes from, read once and streamed (SPEC §3 ``customers``).
+"""Customer sources: where a customer list comes from, read once and streamed (docs/customers.md).
 
 ``open_source(spec.customers, ...)`` returns a ``CustomerSource`` whose ``records()`` yields
 ``RawRecord(where, value, error)`` one at a time, never holding the whole list:
