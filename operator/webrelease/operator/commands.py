@@ -18,11 +18,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TextIO
 
-from kubernetes import config as k8s_config
-
 from webrelease.operator.conditions import Reason
 from webrelease.operator.constants import ANNOTATION_RETRY
-from webrelease.operator.kube import Kube, api_client
+from webrelease.operator.kube import Kube, api_client, kubeconfig_namespace
 from webrelease.operator.status import ConditionType, WebReleaseStatus
 
 EXIT_COMPLETE: Final = 0
@@ -41,12 +39,7 @@ class ReleaseReader(Protocol):
 
 def default_namespace(kubeconfig: str | None) -> str:
     """The current context's namespace, or ``default``."""
-    try:
-        _contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except (k8s_config.ConfigException, OSError, TypeError):
-        return "default"
-    namespace = (current or {}).get("context", {}).get("namespace")
-    return str(namespace) if namespace else "default"
+    return kubeconfig_namespace(kubeconfig)
 
 
 def connect(kubeconfig: str | None) -> Kube:

@@ -19,7 +19,6 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes.client import ApiException
 
 from webrelease.copier.storage import StorageError
 from webrelease.operator.constants import (
@@ -31,7 +30,7 @@ from webrelease.operator.constants import (
     PLURAL,
     VERSION,
 )
-from webrelease.operator.kube import Kube, api_client
+from webrelease.operator.kube import ApiError, Kube, api_client
 from webrelease.operator.metrics import OperatorMetrics
 from webrelease.operator.reconcile import Context, advance, shard_finished, start_run
 from webrelease.operator.settings import OperatorSettings
@@ -135,7 +134,7 @@ async def results(
                     return
                 await advance(ctx, body, relist=relist)
             relist = False
-        except (kopf.TemporaryError, ApiException, StorageError, OSError) as exc:
+        except (kopf.TemporaryError, ApiError, StorageError, OSError) as exc:
             logger.warning("will try again: %s", exc)
             relist = True
         except Exception:

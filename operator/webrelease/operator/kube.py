@@ -3,8 +3,9 @@
 Objects go in and come out as plain dicts, exactly as the API serves them (camelCase JSON), so that
 the pure modules (:mod:`.aggregate`, :mod:`.jobs`) work on the same data in tests and in a
 cluster. The calls are synchronous (the ``kubernetes`` client); the async handlers run them in a
-thread (``asyncio.to_thread``). Errors other than the expected ones (404, 409) propagate as
-:class:`kubernetes.client.ApiException`.
+thread (``asyncio.to_thread``). A Job the apiserver refuses (400, 422) raises :class:`JobRefused`;
+other errors than the expected ones (404, 409) propagate as :data:`ApiError`. This is the only
+module that imports ``kubernetes`` (an import-linter contract says so).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from webrelease.copier.sources import missing_config_map, missing_secret
 from webrelease.operator.constants import GROUP, LABEL_RELEASE, LABEL_STEP, PLURAL, VERSION
 
 Obj = dict[str, Any]
+#: What a failed API request raises (the client's exception, for callers that must not import it).
+ApiError = ApiException
 MERGE_PATCH: Final = "application/merge-patch+json"
 #: Seconds any one API request may take.
 REQUEST_TIMEOUT: Final = 30
@@ -30,6 +33,19 @@ REQUEST_TIMEOUT: Final = 30
 def _json(response: Any) -> Obj:
     data: Obj = json.loads(response.data)
     return data
+
+
+class JobRefused(ValueError):
+    """The apiserver refused a Job (400, 422: e.g. resources that are no quantities); the message
+    is the apiserver's."""
+
+
+def api_message(exc: ApiException) -> str:
+    """The apiserver's own message of a failed request."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
 
 
 def _missing(exc: ApiException) -> bool:
@@ -59,6 +75,16 @@ def api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
             pass
     client: k8s.ApiClient = k8s_config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     return client
+
+
+def kubeconfig_namespace(kubeconfig: str | None) -> str:
+    """The kubeconfig's current context's namespace, or ``default``."""
+    try:
+        _contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, OSError, TypeError):
+        return "default"
+    namespace = (current or {}).get("context", {}).get("namespace")
+    return str(namespace) if namespace else "default"
 
 
 class Kube:
@@ -110,7 +136,8 @@ class Kube:
         return _unless_missing(self._batch.read_namespaced_job, name, namespace)
 
     def create_job(self, manifest: Mapping[str, Any]) -> tuple[Obj, bool]:
-        """Create the Job; if one of that name exists already, return it. ``(job, created)``."""
+        """Create the Job; if one of that name exists already, return it. ``(job, created)``.
+        Raises :class:`JobRefused` when the apiserver refuses it."""
         namespace = manifest["metadata"]["namespace"]
         try:
             created = _json(
@@ -123,6 +150,8 @@ class Kube:
             )
             return created, True
         except ApiException as exc:
+            if exc.status in (400, 422):
+                raise JobRefused(api_message(exc)) from None
             if exc.status != 409:
                 raise
         existing = self.get_job(namespace, manifest["metadata"]["name"])

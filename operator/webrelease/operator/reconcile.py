@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import kopf
-from kubernetes.client import ApiException
 
 from webrelease.copier.customers import CustomerListError
 from webrelease.copier.desired import BuildError
@@ -57,7 +55,7 @@ from webrelease.operator.constants import (
 )
 from webrelease.operator.events import EventReason, post
 from webrelease.operator.jobs import Owner, StepJob, WorkerDefaults, build_job, job_name
-from webrelease.operator.kube import Kube, NamespacedReaders
+from webrelease.operator.kube import JobRefused, Kube, NamespacedReaders
 from webrelease.operator.metrics import OperatorMetrics, RunOutcome, ShardOutcome
 from webrelease.operator.reports import (
     CredentialsError,
@@ -287,17 +285,6 @@ def cluster_spec(body: Mapping[str, Any]) -> WebReleaseSpec:
     return spec
 
 
-class JobRefused(ValueError):
-    """The apiserver refused a step's Job (e.g. ``spec.worker.resources`` that are no quantities)."""
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
-
-
 async def _credentials(ctx: Context, rel: Release, spec: WebReleaseSpec) -> Credentials | None:
     ref = spec.storage.secret_ref
     if ref is None:
@@ -422,12 +409,8 @@ async def _create_step(
     )
     try:
         job, created = await _call(ctx.kube.create_job, manifest)
-    except ApiException as exc:
-        if exc.status in (400, 422):
-            raise JobRefused(
-                f"spec.worker: the Job was refused by the apiserver: {_api_message(exc)}"
-            ) from None
-        raise
+    except JobRefused as exc:
+        raise JobRefused(f"spec.worker: the Job was refused by the apiserver: {exc}") from None
     owners = [o.get("uid") for o in (job.get("metadata") or {}).get("ownerReferences") or []]
     if rel.uid not in owners:
         raise kopf.TemporaryError(
