@@ -284,7 +284,7 @@ def _local_cluster_only(control_plane: ControlPlane) -> None:
         pytest.skip("against an external cluster the chart's operator already runs as its ServiceAccount")
 
 
-def test_cluster_wide_operator_releases_as_the_chart_service_account(  # noqa: PLR0917 - fixtures
+def test_cluster_wide_operator_releases_as_the_chart_service_account(
     control_plane: ControlPlane,
     k8s_api: k8s_client.ApiClient,
     namespace: str,
@@ -313,7 +313,7 @@ def test_cluster_wide_operator_releases_as_the_chart_service_account(  # noqa: P
         )
 
 
-def test_namespaced_operator_releases_as_the_chart_service_account(  # noqa: PLR0917 - fixtures
+def test_namespaced_operator_releases_as_the_chart_service_account(
     control_plane: ControlPlane,
     k8s_api: k8s_client.ApiClient,
     namespace: str,

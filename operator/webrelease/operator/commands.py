@@ -147,7 +147,7 @@ def render(body: dict[str, Any], out: TextIO, *, max_shards: int | None = None) 
             print(f"  ... and {more} more (see the report)", file=out)
 
 
-def status_command(
+def status_command(  # noqa: PLR0913 (clock and sleep are test seams)
     kube: ReleaseReader,
     namespace: str,
     name: str,

@@ -375,7 +375,7 @@ async def _delete_other_jobs(ctx: Context, rel: Release, keep: str) -> None:
             await _call(ctx.kube.delete_job, rel.namespace, name)
 
 
-async def _create_step(
+async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step record)
     ctx: Context,
     rel: Release,
     spec: WebReleaseSpec,

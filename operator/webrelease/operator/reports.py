@@ -221,7 +221,7 @@ def failed_customers(
     return out[:INDEX_FAILED_MAX]
 
 
-def index_document(
+def index_document(  # noqa: PLR0913 (keyword-only parts of one document)
     previous: Mapping[str, Any] | None,
     *,
     namespace: str,

@@ -114,7 +114,7 @@ def fields_required_by(*templates: str | None) -> list[str]:
     return names
 
 
-def freeze_snapshot(
+def freeze_snapshot(  # noqa: PLR0913 (keyword-only tuning knobs with defaults)
     source: CustomerSource,
     store: Store,
     folder: Location,

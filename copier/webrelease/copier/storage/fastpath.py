@@ -393,7 +393,7 @@ def signing_key(secret: str, date: str, region: str) -> bytes:
     return key
 
 
-def sign(
+def sign(  # noqa: PLR0913 (the SigV4 inputs, keyword-only)
     *,
     method: str,
     path: str,

@@ -155,7 +155,7 @@ def _redact_url(url: str | None) -> str:
 class S3Store:
     """S3 (or any S3-compatible server) as a Store. Thread-safe; share one per process."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only client settings)
         self,
         client: S3Client,
         *,
@@ -189,7 +189,7 @@ class S3Store:
         events.register("before-send.s3", self._report_send)
 
     @classmethod
-    def from_settings(
+    def from_settings(  # noqa: PLR0913 (keyword-only client settings)
         cls,
         settings: Storage,
         *,
