@@ -33,10 +33,10 @@ from bench.config import ROOT
 from bench.report import table
 from bench.s3 import BenchServer, client, credentials_env
 from webrelease.copier.results import FailedSample, ObjectCounts, ShardSummary
+from webrelease.copier.runlayout import ShardPlan, plan_shards
 from webrelease.operator.aggregate import JobView, PodAttempt, StepFold, fold_step
 from webrelease.operator.crd import build_crd
 from webrelease.operator.kube import Kube
-from webrelease.operator.sharding import ShardPlan, plan_shards
 from webrelease.operator.status import (
     MAX_MESSAGE_CHARS,
     Carried,

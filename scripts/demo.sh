@@ -13,5 +13,5 @@ echo "== webrelease verify examples/release.yaml"
 "$WEBRELEASE" verify examples/release.yaml --no-progress
 echo
 echo "Sites:  $(pwd)/out/demo/sites/<customer>/   (open out/demo/sites/acme/index.html in a browser)"
-echo "Report: $(pwd)/out/demo/reports/demo/<run-id>/index.json"
+echo "Report: $(pwd)/out/demo/reports/default/demo/<run-id>/index.json"
 echo "Run 'make demo' again: nothing is copied twice. 'webrelease plan examples/release.yaml -v' shows what would change."

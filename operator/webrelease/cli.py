@@ -45,6 +45,14 @@ def _load(path: str) -> tuple[WebReleaseSpec, str]:
     return resolve_file_urls(release.spec, Path(path).resolve().parent), release.metadata.name
 
 
+def _namespace_of(path: str) -> str:
+    """The release file's ``metadata.namespace``, else the namespace ``kubectl apply`` would use."""
+    from webrelease.copier.runlayout import LOCAL_NAMESPACE
+    from webrelease.copier.spec import load_release
+
+    return load_release(path).metadata.namespace or LOCAL_NAMESPACE
+
+
 def _release_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "release", metavar="release.yaml", help="a WebRelease manifest (the file you would kubectl apply)"
@@ -77,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         spec, name = _load(args.release)
+        namespace = _namespace_of(args.release)
     except (SpecError, ValueError) as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
@@ -86,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         _err("--workers must be at least 1")
         return EXIT_BAD_INPUT
-    outcome = run_local(spec, name, workers=args.workers, progress=args.progress)
+    outcome = run_local(spec, name, namespace=namespace, workers=args.workers, progress=args.progress)
     if outcome.report is None:
         _err(str(outcome.error))
     else:

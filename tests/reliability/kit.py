@@ -295,17 +295,17 @@ class BigRelease:
     # -- what the run says --------------------------------------------------------------------
 
     def local_runs(self) -> list[str]:
-        """The report folders (``reports/<name>/<run-id>/``) of local runs, oldest first."""
-        keys = list_bucket(self.endpoint, self.reports_bucket, f"reports/{self.name}/")
+        """The report folders (``reports/default/<name>/<run-id>/``) of local runs, oldest first."""
+        keys = list_bucket(self.endpoint, self.reports_bucket, f"reports/default/{self.name}/")
         return sorted({k.rsplit("/", 1)[0] + "/" for k in keys if k.endswith("/index.json")})
 
     def results_under(self, folder: str) -> list[dict[str, Any]]:
-        """Every line of every ``shards/<i>.jsonl`` under ``folder`` (a run's report folder)."""
+        """Every line of every ``<step>/shards/<i>.jsonl`` under ``folder`` (a run's report folder)."""
         keys = list_bucket(self.endpoint, self.reports_bucket, folder)
         out: list[dict[str, Any]] = []
         for key in sorted(keys):
             rest = key[len(folder) :]
-            if rest.startswith("shards/") and rest.endswith(".jsonl"):
+            if rest.startswith("main/shards/") and rest.endswith(".jsonl"):
                 data = read_object(self.endpoint, self.reports_bucket, key)
                 out += [json.loads(line) for line in data.splitlines() if line.strip()]
         return out

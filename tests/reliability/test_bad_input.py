@@ -182,7 +182,7 @@ class World:
     def own(self, key: tuple[str, str], ok_sites: set[str]) -> bool:
         """Whether a changed object is one a run may write: a good customer's site, or its report."""
         bucket, name = key
-        if bucket == self.reports and name.startswith("reports/hostile/"):
+        if bucket == self.reports and name.startswith("reports/default/hostile/"):
             return True
         return bucket == self.sites and any(name.startswith(f"sites/{s}/") for s in ok_sites)
 
@@ -568,7 +568,7 @@ def shared(s3_server: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> I
         proc = run_limited(["run", str(release), "--no-progress", "--workers", "1"], w.env(), timeout=240)
         seconds = time.monotonic() - start
         written = changed(before, inventory(s3_server))
-        reports = list_bucket(s3_server, w.reports, "reports/hostile/")
+        reports = list_bucket(s3_server, w.reports, "reports/default/hostile/")
         results: dict[str, dict[str, Any]] = {}
         for key in reports:
             if "/shards/" in key and key.endswith(".jsonl"):
@@ -685,7 +685,7 @@ def test_template_that_loops_forever_fails_the_customer(s3_server: S3Endpoint, t
         released = w.write(w.doc(spec), "run.yaml")
         run = run_limited(["run", str(released), "--no-progress", "--workers", "1"], w.env(), timeout=90)
         written = changed(before, inventory(s3_server))
-        reports = list_bucket(s3_server, w.reports, "reports/hostile/")
+        reports = list_bucket(s3_server, w.reports, "reports/default/hostile/")
         results = {}
         for key in reports:
             if "/shards/" in key and key.endswith(".jsonl"):

@@ -61,7 +61,7 @@ def test_run_plan_verify_on_local_folders(example: Path, tmp_path: Path) -> None
     sites = tmp_path / "out" / "demo" / "sites"
     assert f"sites:     file://{sites}/{{id}}/" in run.stdout
     assert "customers: 5 total, 5 succeeded, 0 failed" in run.stdout
-    reports = sorted((tmp_path / "out" / "demo" / "reports" / "demo").iterdir())
+    reports = sorted((tmp_path / "out" / "demo" / "reports" / "default" / "demo").iterdir())
     assert len(reports) == 1 and f"report:    file://{reports[0]}/" in run.stdout
     index = json.loads((reports[0] / "index.json").read_text())
     assert index["totals"]["succeeded"] == 5 and index["exitCode"] == 0
@@ -269,10 +269,15 @@ def test_a_report_index_that_cannot_be_written_is_named_not_a_traceback(example:
 
     release = load_release(example)
     spec = resolve_file_urls(release.spec, example.parent)
-    run_dir = Path(spec.reports.url.removeprefix("file://")) / release.metadata.name / "index-unwritable"
+    run_dir = (
+        Path(spec.reports.url.removeprefix("file://"))
+        / "default"
+        / release.metadata.name
+        / "index-unwritable"
+    )
     (run_dir / "index.json").mkdir(parents=True)  # a folder where the index file must go
     lines: list[str] = []
     outcome = run_local(spec, release.metadata.name, in_process=True, run_id=run_dir.name, echo=lines.append)
     assert outcome.exit_code == EXIT_CRASH
     assert outcome.error is not None and "index.json" in outcome.error
-    assert list((run_dir / "shards").glob("*.jsonl")), "the shards' own results must still be there"
+    assert list((run_dir / "main" / "shards").glob("*.jsonl")), "the shards' own results must still be there"

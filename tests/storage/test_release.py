@@ -52,10 +52,12 @@ def test_release_gives_every_customer_exactly_the_expected_bytes(storage_backend
     report = outcome.report
     assert report is not None
     assert sc.store.get(report, "customers.jsonl") == encode(sorted(sc.customers, key=lambda c: c["id"]))
-    lines = [r for i in range(3) for r in decode_results(sc.store.get(report, shard_results_key(i)))]
+    step = outcome.step
+    assert step is not None and step.url == report.url + "main/"
+    lines = [r for i in range(3) for r in decode_results(sc.store.get(step, shard_results_key(i)))]
     assert [r.id for r in lines] == [c["id"] for c in sc.customers]
     assert all(r.ok and r.site == sc.site(r.id).url for r in lines)
-    assert parse_summary(sc.store.get(report, shard_summary_key(2))).succeeded == 6
+    assert parse_summary(sc.store.get(step, shard_summary_key(2))).succeeded == 6
     index = json.loads(sc.store.get(report, "index.json"))
     assert index["totals"]["succeeded"] == 20 and index["exitCode"] == 0 and len(index["shards"]) == 3
 

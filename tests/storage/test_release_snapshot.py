@@ -8,13 +8,14 @@ import pytest
 
 from tests.harness.s3_fixtures import StorageBackend
 from webrelease.copier.customers import CustomerListError, load_customers
-from webrelease.copier.snapshot import SnapshotError, read_slice, report_location, write_snapshot
+from webrelease.copier.runlayout import run_folder
+from webrelease.copier.snapshot import SnapshotError, read_slice, write_snapshot
 from webrelease.copier.sources import ObjectSource
 
 
 def test_written_once_read_by_slice(storage_backend: StorageBackend) -> None:
     customers = [{"id": f"c{i:03d}", "n": i} for i in range(23)]
-    report = report_location(storage_backend.location("reports"), "rel", "run-1")
+    report = run_folder(storage_backend.location("reports"), "default", "rel", "run-1")
     ref = write_snapshot(storage_backend.store, report, customers)
     assert ref.count == 23
     assert ref.url == report.url + "customers.jsonl"

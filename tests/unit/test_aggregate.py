@@ -8,6 +8,7 @@ import pytest
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
 from webrelease.copier.results import CustomerResult, ShardResult, Tally
+from webrelease.copier.runlayout import plan_shards
 from webrelease.copier.spec import FailurePolicy
 from webrelease.operator.aggregate import (
     JobView,
@@ -19,7 +20,6 @@ from webrelease.operator.aggregate import (
     pod_attempt,
 )
 from webrelease.operator.conditions import Outcome, Reason
-from webrelease.operator.sharding import plan_shards
 from webrelease.operator.status import MAX_SHARD_ENTRIES, Carried, ObjectTotals, ShardState, StepKind
 
 PLAN = plan_shards(50, 10, 10)

@@ -9,6 +9,7 @@ import pytest
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
 from webrelease.copier.invocation import ENV_INDEX, shard_settings
+from webrelease.copier.runlayout import plan_shards
 from webrelease.copier.spec import WebReleaseSpec, parse_spec
 from webrelease.operator.jobs import (
     MAX_JOB_NAME,
@@ -19,7 +20,6 @@ from webrelease.operator.jobs import (
     job_name,
     max_failed_indexes,
 )
-from webrelease.operator.sharding import plan_shards
 
 OWNER = Owner(name="spring", namespace="shop", uid="0b6f8c1e-1111-2222-3333-444455556666")
 SHA = "ab" * 32

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from webrelease.copier.runlayout import plan_shards
 from webrelease.copier.spec import MAX_SHARDS
-from webrelease.operator.sharding import plan_shards
 
 
 def test_fifty_customers_in_five_shards() -> None:

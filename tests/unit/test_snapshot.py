@@ -7,7 +7,8 @@ import json
 import re
 from datetime import UTC, datetime
 
-from webrelease.copier.snapshot import encode, new_run_id, report_location, shard_count, shard_results_key
+from webrelease.copier.runlayout import local_run_id, run_folder, step_folder_name
+from webrelease.copier.snapshot import encode, shard_count, shard_results_key
 from webrelease.copier.storage import parse_url
 
 
@@ -23,17 +24,24 @@ def test_snapshot_lines_are_canonical_json_with_id_first() -> None:
 
 
 def test_report_layout() -> None:
-    loc = report_location(parse_url("s3://reports/webrelease/"), "demo", "20250101T000000Z-abc123")
-    assert loc.url == "s3://reports/webrelease/demo/20250101T000000Z-abc123/"
+    loc = run_folder(parse_url("s3://reports/webrelease/"), "shop", "demo", "20250101T000000Z-abc123")
+    assert loc.url == "s3://reports/webrelease/shop/demo/20250101T000000Z-abc123/"
     assert shard_results_key(12) == "shards/12.jsonl"
-    local = report_location(parse_url("file:///tmp/r/"), "ns/name", "run")
-    assert local.url == "file:///tmp/r/ns/name/run/"
+    local = run_folder(parse_url("file:///tmp/r/"), "default", "name", "run")
+    assert local.url == "file:///tmp/r/default/name/run/"
+    assert [step_folder_name(s, 2) for s in ("main", "canary", "rest", "plan", "retry")] == [
+        "main",
+        "canary",
+        "rest",
+        "plan",
+        "retry-2",
+    ]
 
 
 def test_run_ids_sort_by_time_and_are_unique() -> None:
-    a = new_run_id(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
+    a = local_run_id(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert re.fullmatch(r"20250102T030405Z-[0-9a-f]{6}", a)
-    assert new_run_id() != new_run_id()
+    assert local_run_id() != local_run_id()
 
 
 def test_shard_count() -> None:

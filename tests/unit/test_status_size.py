@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from webrelease.copier.results import CustomerResult, ShardResult
+from webrelease.copier.runlayout import plan_shards
 from webrelease.copier.spec import MAX_SHARDS, parse_spec
 from webrelease.operator.aggregate import PodAttempt, fold_step, job_view, pod_attempt
 from webrelease.operator.conditions import Outcome, Reason, finished
-from webrelease.operator.sharding import plan_shards
 from webrelease.operator.status import (
     Carried,
     ReportRef,

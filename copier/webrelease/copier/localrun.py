@@ -1,11 +1,15 @@
 """``webrelease run``: a whole run on this machine, the way the operator runs it in a cluster.
 
-1. read and validate the customer list (a bad list stops here: exit 2, nothing written);
-2. write the snapshot to ``<reports>/<release>/<run-id>/customers.jsonl``;
-3. run every shard as a local worker process (``--workers`` at a time), each exactly what a Job
-   pod runs (:func:`webrelease.copier.shard.run_shard`), with a progress bar over customers;
-4. write ``index.json`` (totals, every shard's summary and result file) and print where the sites
-   and the report are.
+1. freeze the customer list into ``<reports>/<namespace>/<release>/<run-id>/customers.jsonl`` in
+   bounded memory, as the operator does (:func:`webrelease.copier.snapshot.freeze.freeze_snapshot`;
+   a bad list stops here: exit 2, nothing written);
+2. cut it into shards as the operator does (:func:`webrelease.copier.runlayout.plan_shards`) and
+   run every shard of the ``main`` step as a local worker process (``--workers`` at a time), each
+   exactly what a Job pod runs (:func:`webrelease.copier.shard.run_shard`), with a progress bar;
+3. write ``index.json`` and print where the sites and the report are.
+
+The folders are those of a cluster run (:mod:`webrelease.copier.runlayout`); only the run id and
+who launches the shards differ.
 
 The exit code is the most severe of the shards' (:func:`webrelease.copier.exitcodes.combine`).
 """
@@ -28,17 +32,20 @@ from webrelease.copier.customers import CustomerListError, Record, load_customer
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, combine
 from webrelease.copier.progress import Progress
 from webrelease.copier.results import ShardSummary, fold
-from webrelease.copier.shard import ShardJob, run_shard, store_set_for
-from webrelease.copier.snapshot import (
-    INDEX_NAME,
-    SnapshotRef,
-    new_run_id,
-    report_location,
-    shard_count,
-    write_snapshot,
+from webrelease.copier.runlayout import (
+    LOCAL_NAMESPACE,
+    MAIN_STEP,
+    ShardPlan,
+    local_run_id,
+    plan_shards,
+    run_folder,
+    step_folder_name,
 )
+from webrelease.copier.shard import ShardJob, run_shard, store_set_for
+from webrelease.copier.snapshot import INDEX_NAME, SnapshotRef
+from webrelease.copier.snapshot.freeze import freeze_snapshot
 from webrelease.copier.spec import WebReleaseSpec
-from webrelease.copier.storage import Location, StorageError, parse_url
+from webrelease.copier.storage import Location, NotFound, StorageError, parse_url
 from webrelease.copier.storage.storeset import StoreSet
 
 log = logging.getLogger(__name__)
@@ -49,8 +56,12 @@ Echo = Callable[[str], None]
 @dataclass
 class LocalRunResult:
     exit_code: int
+    #: the run's folder (``index.json``, ``customers.jsonl``)
     report: Location | None = None
+    #: the folder of its one step (``shards/``)
+    step: Location | None = None
     snapshot: SnapshotRef | None = None
+    layout: ShardPlan | None = None
     summaries: list[ShardSummary] = field(default_factory=list)
     error: str | None = None
 
@@ -141,10 +152,21 @@ def default_workers(spec: WebReleaseSpec, shards: int) -> int:
     return max(1, min(spec.sharding.parallelism, os.cpu_count() or 1, shards))
 
 
+def freeze_run_customers(spec: WebReleaseSpec, stores: StoreSet, folder: Location) -> SnapshotRef:
+    """Validate the list and write ``<folder>/customers.jsonl`` (and its slice index) in bounded
+    memory, through the operator's path. One difference is kept on purpose: a record that lacks a
+    field the target uses fails that customer alone here (as ``plan`` and ``verify`` report it),
+    where the operator refuses the whole list before any Job exists."""
+    return freeze_snapshot(
+        source_for(spec.customers, stores), stores(folder), folder, target_template=spec.target.url
+    )
+
+
 def run_local(
     spec: WebReleaseSpec,
     release_name: str,
     *,
+    namespace: str = LOCAL_NAMESPACE,
     workers: int | None = None,
     progress: bool | None = None,
     stores: StoreSet | None = None,
@@ -155,30 +177,36 @@ def run_local(
     """A whole run. ``in_process`` runs the shards one after another in this process with
     ``stores`` (tests use it to watch every request); otherwise each shard is a worker process."""
     stores = stores or store_set_for(spec)
+    started = datetime.now(UTC)
+    run_id = run_id or local_run_id(started)
+    report = run_folder(parse_url(spec.reports.url), namespace, release_name, run_id)
     try:
-        customers = load_run_customers(spec, stores)
+        snapshot = freeze_run_customers(spec, stores, report)
     except CustomerListError as exc:
         return LocalRunResult(EXIT_BAD_INPUT, error=str(exc))
-    except (StorageError, ValueError) as exc:
+    except NotFound as exc:
         return LocalRunResult(EXIT_BAD_INPUT, error=f"customer list: {exc}")
-    started = datetime.now(UTC)
-    run_id = run_id or new_run_id(started)
-    report = report_location(parse_url(spec.reports.url), release_name, run_id)
-    try:
-        snapshot = write_snapshot(stores(report), report, customers)
     except StorageError as exc:
         return LocalRunResult(EXIT_CRASH, error=f"writing the snapshot to {report.url}: {exc}")
-    size = spec.sharding.customers_per_shard
-    n = shard_count(snapshot.count, size)
-    jobs = [ShardJob(spec, release_name, snapshot.url, snapshot.sha256, i, size, report) for i in range(n)]
+    except ValueError as exc:
+        return LocalRunResult(EXIT_BAD_INPUT, error=f"customer list: {exc}")
+    layout = plan_shards(snapshot.count, spec.sharding.customers_per_shard, spec.sharding.parallelism)
+    step = report.child(step_folder_name(MAIN_STEP))
+    n = layout.shards
+    jobs = [
+        ShardJob(spec, release_name, snapshot.url, snapshot.sha256, i, layout.size, step) for i in range(n)
+    ]
     workers = workers or default_workers(spec, n)
-    echo(f"run {run_id}: {snapshot.count} customer(s) in {n} shard(s), {workers} worker(s)")
+    note = f" ({layout.note})" if layout.note else ""
+    echo(f"run {run_id}: {snapshot.count} customer(s) in {n} shard(s), {workers} worker(s){note}")
     with Progress(snapshot.count, enabled=progress, desc="customers") as bar:
         if in_process:
             summaries = _run_in_process(jobs, stores, bar)
         else:
             summaries = _run_in_processes(jobs, min(workers, n), bar)
-    outcome = LocalRunResult(combine(s.exit_code for s in summaries), report, snapshot, summaries)
+    outcome = LocalRunResult(
+        combine(s.exit_code for s in summaries), report, step, snapshot, layout, summaries
+    )
     try:
         write_index(stores, outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
     except StorageError as exc:
@@ -231,7 +259,7 @@ def describe(outcome: LocalRunResult, spec: WebReleaseSpec, *, failed_max: int =
         f"objects:   {o['copied']} copied, {o['rendered']} rendered, {o['unchanged']} unchanged, "
         f"{o['deleted']} deleted, {o['bytes']} bytes written",
         f"sites:     {spec.target.url}",
-        f"report:    {outcome.report.url}  ({INDEX_NAME}, customers.jsonl, shards/<index>.jsonl)",
+        f"report:    {outcome.report.url}  ({INDEX_NAME}, customers.jsonl, {MAIN_STEP}/shards/<index>.jsonl)",
     ]
     shown = 0
     for s in outcome.summaries:
@@ -242,7 +270,8 @@ def describe(outcome: LocalRunResult, spec: WebReleaseSpec, *, failed_max: int =
                 lines.append(f"failed {f.id}: {f.reason}")
             shown += 1
     if t["failed"] > shown:
-        lines.append(f"... {t['failed'] - shown} more failed customer(s): see shards/<index>.jsonl")
+        more = t["failed"] - shown
+        lines.append(f"... {more} more failed customer(s): see {MAIN_STEP}/shards/<index>.jsonl")
     if outcome.exit_code == EXIT_OK:
         lines.append("ok: every customer got the release")
     return lines

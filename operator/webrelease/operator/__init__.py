@@ -2,7 +2,7 @@
 (docs/design.md, docs/operator.md).
 
 Pure modules (no I/O, unit-tested without a cluster): :mod:`.constants`, :mod:`.status`,
-:mod:`.conditions`, :mod:`.crd`, :mod:`.sharding`, :mod:`.jobs`, :mod:`.aggregate`, :mod:`.runs`.
+:mod:`.conditions`, :mod:`.crd`, :mod:`.jobs`, :mod:`.aggregate`, :mod:`.runs`.
 Effectful ones: :mod:`.kube` (every Kubernetes API call), :mod:`.reports` (object storage),
 :mod:`.handlers` (the kopf glue), :mod:`.main` (the ``webrelease operator`` process).
 """

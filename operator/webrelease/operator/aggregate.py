@@ -32,10 +32,10 @@ from pydantic import ValidationError
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_OK
 from webrelease.copier.plan import Op
 from webrelease.copier.results import ShardSummary, parse_summary
+from webrelease.copier.runlayout import ShardPlan
 from webrelease.copier.spec import FailurePolicy
 from webrelease.operator.conditions import Outcome, Reason
 from webrelease.operator.constants import CONTAINER_NAME, JOB_INDEX_ANNOTATION
-from webrelease.operator.sharding import ShardPlan
 from webrelease.operator.status import (
     MAX_FAILED_IDS_PER_SHARD,
     MAX_FAILED_SAMPLE,

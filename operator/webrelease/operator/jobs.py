@@ -39,6 +39,7 @@ from webrelease.copier.invocation import (
     ENV_SNAPSHOT_URL,
     ENV_SPEC,
 )
+from webrelease.copier.runlayout import ShardPlan
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.operator.aggregate import tolerated_failures
 from webrelease.operator.constants import (
@@ -56,7 +57,6 @@ from webrelease.operator.constants import (
     MANAGED_BY,
     STORAGE_SECRET_KEYS,
 )
-from webrelease.operator.sharding import ShardPlan
 
 #: Longest Job name: the Job controller puts it in a label value on every pod.
 MAX_JOB_NAME: Final = 63

@@ -32,6 +32,7 @@ import kopf
 from webrelease.copier.customers import CustomerListError
 from webrelease.copier.desired import BuildError
 from webrelease.copier.dryrun import encode_plan, plan_release
+from webrelease.copier.runlayout import ShardPlan
 from webrelease.copier.snapshot import SnapshotError
 from webrelease.copier.sources import SourceError
 from webrelease.copier.spec import SpecError, WebReleaseSpec, parse_spec
@@ -81,7 +82,6 @@ from webrelease.operator.runs import (
     step_id,
 )
 from webrelease.operator.settings import OperatorSettings
-from webrelease.operator.sharding import ShardPlan
 from webrelease.operator.status import (
     Carried,
     ConditionType,

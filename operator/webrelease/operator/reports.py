@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from webrelease.copier.customers import load_customers, source_for
 from webrelease.copier.results import CustomerResult, decode_results
+from webrelease.copier.runlayout import run_folder
 from webrelease.copier.snapshot import (
     INDEX_NAME,
     SNAPSHOT_NAME,
@@ -67,8 +68,8 @@ def _ref(ref: SnapshotRef) -> SnapshotStatus:
 
 
 def run_location(spec: WebReleaseSpec, namespace: str, name: str, run: str) -> Location:
-    """``<reports.url>/<namespace>/<name>/<run>/``."""
-    return parse_url(spec.reports.url).child(namespace).child(name).child(run)
+    """The run's report folder (:func:`webrelease.copier.runlayout.run_folder`)."""
+    return run_folder(parse_url(spec.reports.url), namespace, name, run)
 
 
 @dataclass

@@ -10,9 +10,8 @@ A *run* is one generation of a WebRelease. It has one or more *steps*, each one 
 - ``retry-<n>``: the customers of the previous step that did not succeed, started by the retry
   annotation after the run ended.
 
-Everything of a run goes to one report folder, ``<reports.url>/<namespace>/<name>/<run-id>/``:
-the frozen customer list (``customers.jsonl``), a folder per step (its own ``customers.jsonl`` when
-it holds a subset, and the shards' results under ``shards/``), and the run's ``index.json``.
+Everything of a run goes to one report folder, laid out as :mod:`webrelease.copier.runlayout`
+says (the same layout as ``webrelease run``).
 """
 
 from __future__ import annotations
@@ -22,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webrelease.copier.runlayout import ShardPlan, cluster_run_id, plan_shards, step_folder_name
 from webrelease.copier.spec import Canary, WebReleaseSpec
 from webrelease.operator.aggregate import fold_step
 from webrelease.operator.conditions import Reason, running
-from webrelease.operator.sharding import ShardPlan, plan_shards
 from webrelease.operator.status import (
     Carried,
     ReportRef,
@@ -39,12 +38,12 @@ Record = dict[str, Any]
 
 
 def run_id(generation: int, uid: str) -> str:
-    """``g<generation>-<first 8 characters of the uid>``: unique across re-creations of a name."""
-    return f"g{generation}-{uid.replace('-', '')[:8]}"
+    """The run id of a generation (:func:`webrelease.copier.runlayout.cluster_run_id`)."""
+    return cluster_run_id(generation, uid)
 
 
 def step_folder(kind: StepKind, retry_number: int = 0) -> str:
-    return f"retry-{retry_number}" if kind == StepKind.RETRY else kind.value
+    return step_folder_name(kind.value, retry_number)
 
 
 def step_id(generation: int, kind: StepKind, retry_number: int = 0) -> str:

@@ -1,7 +1,7 @@
 """The snapshot: a run's frozen customer list, in three parts.
 
 - :mod:`.files` — the snapshot object (``customers.jsonl``: canonical bytes, its sha256), the
-  report layout around it, reading it whole or one shard's slice;
+  names of the files around it, reading it whole or one shard's slice;
 - :mod:`.freeze` — validating, sorting and writing a list of any size in bounded memory;
 - :mod:`.slices` — the slice index next to the snapshot, so that a shard reads only its byte range.
 
@@ -19,10 +19,8 @@ from webrelease.copier.snapshot.files import (
     SnapshotRef,
     encode,
     encode_line,
-    new_run_id,
     read_slice,
     read_snapshot,
-    report_location,
     shard_count,
     shard_results_key,
     shard_summary_key,
@@ -43,10 +41,8 @@ __all__ = [
     "fields_required_by",
     "freeze_snapshot",
     "index_key",
-    "new_run_id",
     "read_slice",
     "read_snapshot",
-    "report_location",
     "shard_count",
     "shard_results_key",
     "shard_summary_key",

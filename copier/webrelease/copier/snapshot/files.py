@@ -1,11 +1,9 @@
-"""The snapshot's files: the frozen customer list of a run, and the report layout around it.
+"""The frozen customer list of a run, and the names of the files around it.
 
-A run's report folder is ``<reports.url>/<release-name>/<run-id>/`` and holds::
-
-    customers.jsonl          the snapshot: the validated list, sorted by id, one JSON object a line
-    shards/<index>.jsonl     one line per customer of the shard: ok/failed, reason, counts
-    shards/<index>.summary.json   the shard's compact summary (the same JSON as its termination message)
-    index.json               the run's totals and where every shard file is (written at the end)
+The run's folder is laid out as :mod:`webrelease.copier.runlayout` says: ``customers.jsonl`` (the
+snapshot: the validated list, sorted by id, one JSON object a line), ``<step>/shards/<index>.jsonl``
+(one line per customer of the shard: ok/failed, reason, counts) and ``<step>/shards/<index>.summary.json``
+(the shard's compact summary, the same JSON as its termination message), ``index.json``.
 
 The snapshot's bytes are canonical (compact JSON, UTF-8, ``id`` first, ``\\n`` after every line),
 so its sha256 identifies the list. A shard reads the whole object, checks the sha256 when given,
@@ -16,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from webrelease.copier.customers import Record
@@ -45,17 +41,6 @@ class SnapshotRef:
 
     def to_json(self) -> dict[str, Any]:
         return {"url": self.url, "sha256": self.sha256, "count": self.count}
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A sortable, unique run id for a local run: ``20250101T120000Z-3f9a1c``."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def report_location(reports: Location, release_name: str, run_id: str) -> Location:
-    """``<reports>/<release-name>/<run-id>/``."""
-    return reports.child(release_name).child(run_id)
 
 
 def shard_results_key(index: int) -> str:
