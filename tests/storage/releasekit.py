@@ -150,7 +150,6 @@ class Scenario:
         return run_local(
             self.spec(**spec_changes),
             RELEASE,
-            in_process=True,
             stores=self.stores(),
             progress=False,
             echo=lambda _: None,

@@ -265,6 +265,7 @@ def test_a_report_index_that_cannot_be_written_is_named_not_a_traceback(example:
     from webrelease.copier.exitcodes import EXIT_CRASH
     from webrelease.copier.fileurls import resolve_file_urls
     from webrelease.copier.localrun import run_local
+    from webrelease.copier.shard import store_set_for
     from webrelease.copier.spec import load_release
 
     release = load_release(example)
@@ -277,7 +278,9 @@ def test_a_report_index_that_cannot_be_written_is_named_not_a_traceback(example:
     )
     (run_dir / "index.json").mkdir(parents=True)  # a folder where the index file must go
     lines: list[str] = []
-    outcome = run_local(spec, release.metadata.name, in_process=True, run_id=run_dir.name, echo=lines.append)
+    outcome = run_local(
+        spec, release.metadata.name, stores=store_set_for(spec), run_id=run_dir.name, echo=lines.append
+    )
     assert outcome.exit_code == EXIT_CRASH
     assert outcome.error is not None and "index.json" in outcome.error
     assert list((run_dir / "main" / "shards").glob("*.jsonl")), "the shards' own results must still be there"

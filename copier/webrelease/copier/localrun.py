@@ -170,12 +170,12 @@ def run_local(
     workers: int | None = None,
     progress: bool | None = None,
     stores: StoreSet | None = None,
-    in_process: bool = False,
     run_id: str | None = None,
     echo: Echo = print,
 ) -> LocalRunResult:
-    """A whole run. ``in_process`` runs the shards one after another in this process with
-    ``stores`` (tests use it to watch every request); otherwise each shard is a worker process."""
+    """A whole run. With ``stores`` the shards run one after another in this process with those
+    stores (tests use it to watch every request); otherwise each shard is a worker process."""
+    in_process = stores is not None
     stores = stores or store_set_for(spec)
     started = datetime.now(UTC)
     run_id = run_id or local_run_id(started)
