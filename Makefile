@@ -1,4 +1,4 @@
-# webrelease — the two commands a fresh machine needs: `make demo` and `make test`.
+# webrelease — the two commands a fresh machine needs: `make demo` and `make test`; `make help` lists all.
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 export WEBRELEASE_CACHE ?= $(HOME)/.cache/webrelease
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit tools bench e2e-kind clean crds
+.PHONY: help demo test check lint unit generate tools bench e2e-kind clean
+
+## help: this list.
+help:
+	@grep -E '^## [a-z0-9-]+:' $(MAKEFILE_LIST) | sed -E 's/^## ([a-z0-9-]+): */  make \1\t/' | expand -t 20
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+## tools: build or install the S3 server, the control plane, helm and PostgreSQL (cached).
 # Everything the tests need that is not a Python package: the S3 server, the control plane,
 # helm, PostgreSQL. Built or installed once, cached under $(WEBRELEASE_CACHE) by version.
 tools: $(STAMP)
@@ -34,8 +39,17 @@ lint: $(STAMP)
 test: $(STAMP) tools lint
 	$(BIN)/pytest
 
+## unit: the unit tier only (pure logic, no servers).
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+## check: what to run before landing a change: lint, then the unit tier (about a minute).
+check: lint unit
+
+## generate: regenerate what is derived: the CRD from the models, manifests/ from the chart.
+generate: $(STAMP)
+	$(BIN)/python -m webrelease.operator.crd
+	bash scripts/gen-manifests.sh
 
 ## bench: side-by-side comparisons with s5cmd, rclone and the AWS CLI (not part of `make test`).
 # The peers (s5cmd, rclone, toxiproxy, the AWS CLI, py-spy) are installed by scripts/bench-install-*.sh,
@@ -48,5 +62,6 @@ bench: $(STAMP) tools
 e2e-kind: $(STAMP)
 	bash scripts/e2e-kind.sh $(E2E_ARGS)
 
+## clean: remove the virtualenv and caches (not the tool cache, ~/.cache/webrelease).
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

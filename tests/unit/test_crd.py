@@ -37,9 +37,9 @@ def test_committed_crd_matches_the_models(relpath: Path) -> None:
     path = ROOT / relpath
     if relpath == crd.CHART_PATH and not path.parent.parent.is_dir():
         pytest.skip("the chart does not exist yet")
-    assert path.exists(), f"{relpath} is missing: run `python -m webrelease.operator.crd`"
+    assert path.exists(), f"{relpath} is missing: run `make generate`"
     assert path.read_text(encoding="utf-8") == crd.render_crd(), (
-        f"{relpath} differs from the models: run `python -m webrelease.operator.crd` and commit the result"
+        f"{relpath} differs from the models: run `make generate` and commit the result"
     )
 
 

@@ -34,7 +34,7 @@ def test_manifests_and_argocd_patch_match_their_sources(tmp_path: Path) -> None:
     committed = sorted(p.name for p in MANIFESTS.glob("*.yaml"))
     assert generated == committed
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "manifests", MANIFESTS, generated, shallow=False)
-    assert not mismatch and not errors, f"run scripts/gen-manifests.sh: {mismatch or errors} differ"
+    assert not mismatch and not errors, f"run `make generate`: {mismatch or errors} differ"
     assert filecmp.cmp(
         tmp_path / "argocd" / "argocd-cm-patch.yaml", ROOT / "argocd" / "argocd-cm-patch.yaml", False
     )
