@@ -31,10 +31,11 @@ def main(argv: list[str]) -> int:
         t = now
 
     from webrelease.copier.spec import parse_spec
-    from webrelease.operator.jobs import Owner, StepJob, WorkerDefaults, build_job
+    from webrelease.operator.jobs import Owner, StepJob, build_job
     from webrelease.operator.kube import Kube, NamespacedReaders, api_client
     from webrelease.operator.reports import ReleaseStorage, run_location
     from webrelease.operator.runs import plan_step, run_id, step_folder, step_id
+    from webrelease.operator.settings import WorkerDefaults
     from webrelease.operator.status import StepKind
 
     phase("import the operator's modules")

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.harness.helm import CHART, by_kind, helm, template, values_args
+from webrelease.operator.settings import OperatorSettings, WorkerDefaults
 
 NAMESPACED = {"watchNamespaces": ["shop", "outlet"]}
 
@@ -162,7 +164,16 @@ def test_liveness_json_logs_and_metrics(tmp_path: Path) -> None:
 def test_worker_defaults_reach_the_operator(tmp_path: Path) -> None:
     env = env_of(template(tmp_path))
     assert env["WEBRELEASE_WORKER_IMAGE"] == "webrelease:0.1.0", "defaults to the operator's image"
-    assert json.loads(env["WEBRELEASE_WORKER_RESOURCES"])["limits"] == {"memory": "512Mi"}
+    # one set of defaults: what the chart gives the operator by default makes exactly the operator's
+    # own defaults, but for the image (the chart's) and the Job TTL (a day, so finished Jobs go)
+    made = OperatorSettings.from_env(env).worker_defaults()
+    assert made == replace(WorkerDefaults(), image="webrelease:0.1.0", ttl_seconds_after_finished=86400)
+    assert "WEBRELEASE_WORKER_RESOURCES" not in env
+    sized = {"requests": {"cpu": "1"}, "limits": {"memory": "2Gi"}}
+    resources = env_of(template(tmp_path, {"worker": {"resources": sized}}))["WEBRELEASE_WORKER_RESOURCES"]
+    assert OperatorSettings.from_env({"WEBRELEASE_WORKER_RESOURCES": resources}).worker_defaults().limits == {
+        "memory": "2Gi"
+    }
 
     values = {
         "image": {"repository": "registry.example/webrelease", "digest": "sha256:" + "a" * 64},

@@ -44,7 +44,7 @@ def test_default_install_command_line_and_settings(tmp_path: Path) -> None:
     assert s.metrics_port == 9090
     assert s.worker_uid == s.worker_gid == 65532
     assert s.worker_resources.requests == {"cpu": "250m", "memory": "256Mi"}
-    assert s.worker_resources.limits == {"memory": "512Mi"}
+    assert s.worker_resources.limits == {"memory": "1Gi"}  # the operator's default
     assert s.worker_ttl_seconds_after_finished == 86400
     assert s.worker_service_account_name is None
 

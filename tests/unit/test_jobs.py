@@ -15,11 +15,11 @@ from webrelease.operator.jobs import (
     MAX_JOB_NAME,
     Owner,
     StepJob,
-    WorkerDefaults,
     build_job,
     job_name,
     max_failed_indexes,
 )
+from webrelease.operator.settings import WorkerDefaults
 
 OWNER = Owner(name="spring", namespace="shop", uid="0b6f8c1e-1111-2222-3333-444455556666")
 SHA = "ab" * 32

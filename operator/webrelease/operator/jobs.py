@@ -26,8 +26,7 @@ filesystem, no capabilities and the runtime's default seccomp profile; ``/tmp`` 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
@@ -57,6 +56,7 @@ from webrelease.operator.constants import (
     MANAGED_BY,
     STORAGE_SECRET_KEYS,
 )
+from webrelease.operator.settings import WorkerDefaults
 
 #: Longest Job name: the Job controller puts it in a label value on every pod.
 MAX_JOB_NAME: Final = 63
@@ -70,24 +70,6 @@ class Owner:
     name: str
     namespace: str
     uid: str
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerDefaults:
-    """Operator-wide settings for shard pods (``spec.worker`` overrides image and resources)."""
-
-    image: str
-    command: Sequence[str] = ("webrelease", "shard")
-    image_pull_policy: str = "IfNotPresent"
-    run_as_user: int = 65532
-    run_as_group: int = 65532
-    requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "250m", "memory": "256Mi"})
-    limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "1Gi"})
-    service_account_name: str | None = None
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: Sequence[Mapping[str, Any]] = ()
-    #: ``ttlSecondsAfterFinished`` of the Job (None: kept until superseded or the release is deleted)
-    ttl_seconds_after_finished: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

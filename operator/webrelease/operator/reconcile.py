@@ -55,7 +55,7 @@ from webrelease.operator.constants import (
     LABEL_STEP,
 )
 from webrelease.operator.events import EventReason, post
-from webrelease.operator.jobs import Owner, StepJob, WorkerDefaults, build_job, job_name
+from webrelease.operator.jobs import Owner, StepJob, build_job, job_name
 from webrelease.operator.kube import JobRefused, Kube, NamespacedReaders
 from webrelease.operator.metrics import OperatorMetrics, RunOutcome, ShardOutcome
 from webrelease.operator.reports import (
@@ -81,7 +81,7 @@ from webrelease.operator.runs import (
     step_folder,
     step_id,
 )
-from webrelease.operator.settings import OperatorSettings
+from webrelease.operator.settings import OperatorSettings, WorkerDefaults
 from webrelease.operator.status import (
     Carried,
     ConditionType,
@@ -191,20 +191,7 @@ class Context:
         self.pods.forget(namespace, name)
 
     def worker_defaults(self) -> WorkerDefaults:
-        s = self.settings
-        return WorkerDefaults(
-            image=s.worker_image,
-            command=tuple(s.worker_command),
-            image_pull_policy=s.worker_image_pull_policy,
-            run_as_user=s.worker_uid,
-            run_as_group=s.worker_gid,
-            requests=dict(s.worker_resources.requests),
-            limits=dict(s.worker_resources.limits),
-            service_account_name=s.worker_service_account_name,
-            node_selector=dict(s.worker_node_selector),
-            tolerations=tuple(t.model_dump(by_alias=True, exclude_none=True) for t in s.worker_tolerations),
-            ttl_seconds_after_finished=s.worker_ttl_seconds_after_finished,
-        )
+        return self.settings.worker_defaults()
 
 
 # ------------------------------------------------------------------------------------- helpers

@@ -41,7 +41,8 @@ namespace or the kubeconfig's; without ``POD_NAME`` the identity is ``<hostname>
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -62,10 +63,32 @@ class SettingsError(ValueError):
     """The operator's environment is invalid; the message names the variable."""
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerDefaults:
+    """What shard pods get unless ``spec.worker`` says otherwise: the one place these defaults are
+    written (the ``WEBRELEASE_WORKER_*`` variables and the chart only override them)."""
+
+    image: str = DEFAULT_WORKER_IMAGE
+    command: Sequence[str] = ("webrelease", "shard")
+    image_pull_policy: str = "IfNotPresent"
+    run_as_user: int = 65532
+    run_as_group: int = 65532
+    requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "250m", "memory": "256Mi"})
+    limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "1Gi"})
+    service_account_name: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    #: ``ttlSecondsAfterFinished`` of the Job (None: kept until superseded or the release is deleted)
+    ttl_seconds_after_finished: int | None = None
+
+
+_WORKER: Final = WorkerDefaults()
+
+
 class WorkerResources(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    requests: dict[str, str] = {"cpu": "250m", "memory": "256Mi"}
-    limits: dict[str, str] = {"memory": "1Gi"}
+    requests: dict[str, str] = dict(_WORKER.requests)
+    limits: dict[str, str] = dict(_WORKER.limits)
 
 
 def _json(value: Any) -> Any:
@@ -85,16 +108,18 @@ class OperatorSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    worker_image: Annotated[str, Field(min_length=1)] = DEFAULT_WORKER_IMAGE
-    worker_image_pull_policy: Annotated[str, Field(pattern=r"^(Always|IfNotPresent|Never)$")] = "IfNotPresent"
-    worker_command: Annotated[list[str], Field(min_length=1)] = ["webrelease", "shard"]
-    worker_service_account_name: str | None = None
+    worker_image: Annotated[str, Field(min_length=1)] = _WORKER.image
+    worker_image_pull_policy: Annotated[str, Field(pattern=r"^(Always|IfNotPresent|Never)$")] = (
+        _WORKER.image_pull_policy
+    )
+    worker_command: Annotated[list[str], Field(min_length=1)] = list(_WORKER.command)
+    worker_service_account_name: str | None = _WORKER.service_account_name
     worker_resources: WorkerResources = WorkerResources()
-    worker_node_selector: dict[str, str] = {}
+    worker_node_selector: dict[str, str] = dict(_WORKER.node_selector)
     worker_tolerations: list[Toleration] = []
-    worker_ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
-    worker_uid: Annotated[int, Field(ge=1)] = 65532
-    worker_gid: Annotated[int, Field(ge=1)] = 65532
+    worker_ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = _WORKER.ttl_seconds_after_finished
+    worker_uid: Annotated[int, Field(ge=1)] = _WORKER.run_as_user
+    worker_gid: Annotated[int, Field(ge=1)] = _WORKER.run_as_group
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod's metrics port
     batch_seconds: Annotated[float, Field(ge=0.0, le=60.0)] = 2.0
@@ -132,6 +157,24 @@ class OperatorSettings(BaseModel):
                 "a leader must give up before a standby may take its Lease over"
             )
         return self
+
+    def worker_defaults(self) -> WorkerDefaults:
+        """The shard pods' defaults, as these settings make them."""
+        return WorkerDefaults(
+            image=self.worker_image,
+            command=tuple(self.worker_command),
+            image_pull_policy=self.worker_image_pull_policy,
+            run_as_user=self.worker_uid,
+            run_as_group=self.worker_gid,
+            requests=dict(self.worker_resources.requests),
+            limits=dict(self.worker_resources.limits),
+            service_account_name=self.worker_service_account_name,
+            node_selector=dict(self.worker_node_selector),
+            tolerations=tuple(
+                t.model_dump(by_alias=True, exclude_none=True) for t in self.worker_tolerations
+            ),
+            ttl_seconds_after_finished=self.worker_ttl_seconds_after_finished,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OperatorSettings:
