@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator_harness import (
+from tests.harness.cluster_fixtures import wait_until
+from tests.harness.controlplane import ControlPlane, Kube, api_path
+from tests.harness.nodeagent import NodeAgent
+from tests.harness.operator_harness import (
     SECRET,
     VENV_BIN,
     OperatorProcess,
@@ -38,9 +41,6 @@ from tests.cluster.operator_harness import (
     running_operator,
     wait_release,
 )
-from tests.harness.cluster_fixtures import wait_until
-from tests.harness.controlplane import ControlPlane, Kube, api_path
-from tests.harness.nodeagent import NodeAgent
 from tests.harness.s3server import S3Endpoint
 
 TEMPLATES = ["index.html", "config.js", "docs/**/*.html"]

@@ -2,7 +2,7 @@
 accounting read back from its status and report, and the ways to hurt a running shard.
 
 The operator process, the CRD, the storage Secret and the waits are the operator tests' own
-(``tests/cluster/operator_harness.py``), imported, not copied.
+(``tests/harness/operator_harness.py``), imported, not copied.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.cluster.operator_harness import (
+from tests.harness.controlplane import ControlPlane, Kube, api_path
+from tests.harness.operator_harness import (
     SECRET,
     OperatorProcess,
     apply,
@@ -26,7 +27,6 @@ from tests.cluster.operator_harness import (
     release_path,
     wait_release,
 )
-from tests.harness.controlplane import ControlPlane, Kube, api_path
 from tests.reliability.kit import Accounting, BigRelease, accounting_from_results, list_bucket
 
 Obj = dict[str, Any]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator_harness import OperatorProcess, running_operator
 from tests.harness.controlplane import ControlPlane, Kube
 from tests.harness.nodeagent import NodeAgent
+from tests.harness.operator_harness import OperatorProcess, running_operator
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.kit import BigRelease, RestartableS3, Tally
 

@@ -30,10 +30,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.operator_harness import OperatorProcess, ended, free_port, install_crd
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane, Kube, api_path
 from tests.harness.nodeagent import NodeAgent
+from tests.harness.operator_harness import OperatorProcess, ended, free_port, install_crd
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.clusterkit import ClusterRun, cond_reason
 from tests.reliability.kit import BigRelease, Tally, check_outcome, make_customers

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator_harness import (
+from tests.harness.cluster_fixtures import wait_until
+from tests.harness.controlplane import ControlPlane, Kube, api_path
+from tests.harness.operator_harness import (
     OperatorProcess,
     apply,
     condition,
@@ -24,8 +26,6 @@ from tests.cluster.operator_harness import (
     release_path,
     wait_release,
 )
-from tests.harness.cluster_fixtures import wait_until
-from tests.harness.controlplane import ControlPlane, Kube, api_path
 from tests.harness.s3_fixtures import unique_bucket_name
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.kit import BUILD, TEMPLATES, changed, client_for, inventory

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator_harness import OperatorProcess, ended
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane, Kube
 from tests.harness.nodeagent import NodeAgentConfig, NodeAgentProcess
+from tests.harness.operator_harness import OperatorProcess, ended
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.clusterkit import (
     ClusterRun,
