@@ -14,11 +14,12 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
+from webrelease.copier.places import Entry, SiteGuard, nesting_problems, site_guard
 from webrelease.copier.sources import ConfigMapReader, SecretReader, open_source
 from webrelease.copier.sources.base import CustomerSource, RawRecord
-from webrelease.copier.spec import CUSTOMER_ID_RE, Customers
+from webrelease.copier.spec import CUSTOMER_ID_RE, Customers, WebReleaseSpec
 from webrelease.copier.storage.base import Location, Store
-from webrelease.copier.targets import TargetError, render_target
+from webrelease.copier.targets import TargetError, canonical_url, render_target
 
 #: A customer: a JSON object with a string ``id``; every other field is the customer's own.
 Record = dict[str, Any]
@@ -57,7 +58,7 @@ def id_problem(value: Any) -> str | None:
         return "missing id"
     if not isinstance(value, str):
         return f"id must be a string, got {type(value).__name__} {json.dumps(value, default=str)[:40]}"
-    if not CUSTOMER_ID_RE.match(value):
+    if not CUSTOMER_ID_RE.fullmatch(value):
         return f"id {value[:80]!r} is not a valid customer id ({ID_RULE})"
     return None
 
@@ -68,59 +69,100 @@ def check_records(
     source: str,
     target_template: str | None = None,
     allow_empty: bool = False,
+    guard: SiteGuard | None = None,
 ) -> list[Record]:
-    """Every record checked, sorted by id. With ``target_template``, two customers whose sites
-    render to the same place are an error too (rendering errors are left to the shard, where
-    that customer fails alone)."""
-    problems: list[str] = []
+    """Every record checked, sorted by id. With ``target_template`` (or ``guard``), two customers
+    whose sites are the same place are an error too (rendering errors are left to the shard,
+    where that customer fails alone). With ``guard`` (:func:`site_guard_for`), a site that would
+    overlap the build, the reports, the list, its own or another customer's overrides or another
+    site, and a placeholder field that is not text or a whole number, are errors of the list."""
+    problems: list[tuple[int, str]] = []
     seen: dict[str, str] = {}
     sites: dict[str, tuple[str, str]] = {}
+    places: list[Entry] = []
     out: list[Record] = []
-    for rec in raw:
+    template = guard.target if guard is not None else target_template
+    for position, rec in enumerate(raw, start=1):
         if rec.error is not None:
-            problems.append(f"{rec.where}: {rec.error}")
+            problems.append((position, f"{rec.where}: {rec.error}"))
             continue
         if not isinstance(rec.value, dict):
-            problems.append(f"{rec.where}: expected an object, got {type(rec.value).__name__}")
+            problems.append((position, f"{rec.where}: expected an object, got {type(rec.value).__name__}"))
             continue
         cid = rec.value.get("id")
         why = id_problem(cid)
         if why is not None:
-            problems.append(f"{rec.where}: {why}")
+            problems.append((position, f"{rec.where}: {why}"))
             continue
         assert isinstance(cid, str)
         if cid in seen:
-            problems.append(f"{rec.where}: duplicate id {cid!r} (first at {seen[cid]})")
+            problems.append((position, f"{rec.where}: duplicate id {cid!r} (first at {seen[cid]})"))
             continue
         seen[cid] = rec.where
-        if target_template is not None:
+        if guard is not None:
+            why = guard.problem(rec.value)
+            if why is not None:
+                problems.append((position, f"{rec.where}: customer {cid!r}: {why}"))
+                continue
+        if template is not None:
             try:
-                site = render_target(target_template, rec.value)
+                site: str | None = canonical_url(render_target(template, rec.value))
             except TargetError:
                 site = None
             if site is not None:
                 if site in sites:
                     other, where = sites[site]
                     problems.append(
-                        f"{rec.where}: customer {cid!r} has the same site {site} as {other!r} ({where})"
+                        (
+                            position,
+                            f"{rec.where}: customer {cid!r} has the same site {site} as {other!r} ({where})",
+                        )
                     )
                     continue
                 sites[site] = (cid, rec.where)
+        if guard is not None and guard.cross:
+            site, overrides = guard.places(rec.value)
+            places += [
+                (p, is_site, cid, rec.where, position)
+                for p, is_site in ((site, True), (overrides, False))
+                if p
+            ]
         out.append({"id": cid, **{k: v for k, v in rec.value.items() if k != "id"}})
+    places.sort()
+    problems += nesting_problems(places)
     if not out and not problems and not allow_empty:
-        problems.append("the list is empty")
+        problems.append((0, "the list is empty"))
     if problems:
-        raise CustomerListError(source, problems)
+        raise CustomerListError(source, [m for _pos, m in sorted(problems, key=lambda p: p[0])])
     out.sort(key=lambda r: str(r["id"]))
     return out
 
 
 def load_customers(
-    source: CustomerSource, *, target_template: str | None = None, allow_empty: bool = False
+    source: CustomerSource,
+    *,
+    target_template: str | None = None,
+    allow_empty: bool = False,
+    guard: SiteGuard | None = None,
 ) -> list[Record]:
     """Read ``source`` once and validate it (see :func:`check_records`)."""
     return check_records(
-        source.records(), source=source.name, target_template=target_template, allow_empty=allow_empty
+        source.records(),
+        source=source.name,
+        target_template=target_template,
+        allow_empty=allow_empty,
+        guard=guard,
+    )
+
+
+def site_guard_for(spec: WebReleaseSpec) -> SiteGuard:
+    """The per-customer location checks for ``spec`` (see ``webrelease.copier.places``)."""
+    return site_guard(
+        spec.source.url,
+        spec.target.url,
+        spec.reports.url,
+        spec.overrides.url if spec.overrides is not None else None,
+        spec.customers.url,
     )
 
 

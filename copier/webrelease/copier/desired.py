@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from webrelease.copier.customers import Record, id_problem
+from webrelease.copier.customers import Record, id_problem, site_guard_for
 from webrelease.copier.globs import GlobError, GlobSet
 from webrelease.copier.plan import Origin, Want, desired_files
 from webrelease.copier.render import MAX_OUTPUT_BYTES, RenderError, Templates
@@ -156,6 +156,10 @@ def customer_locations(spec: WebReleaseSpec, record: Mapping[str, Any]) -> tuple
         )
     except (TargetError, InvalidUrl) as exc:
         raise CustomerError(f"target: {exc}") from None
+    # the snapshot was checked when it was frozen; a snapshot from elsewhere is checked here
+    why = site_guard_for(spec).problem(record)
+    if why is not None:
+        raise CustomerError(f"target: {why}")
     return site, overrides
 
 

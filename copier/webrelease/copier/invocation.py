@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webrelease.copier.results import termination_path
@@ -39,6 +38,7 @@ from webrelease.copier.spec import (
     WebRelease,
     WebReleaseSpec,
     describe_validation_error,
+    load_yaml_document,
     parse_spec,
 )
 
@@ -70,10 +70,7 @@ class ShardSettings(BaseModel):
 
 def parse_release_document(text: str, origin: str) -> tuple[WebReleaseSpec, str | None]:
     """A manifest or a bare spec (YAML or JSON) -> (spec, the manifest's name if any)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("", f"{origin}: not valid YAML/JSON: {exc}") from None
+    data = load_yaml_document(text, origin)
     if not isinstance(data, dict):
         raise SpecError("", f"{origin}: expected a WebRelease manifest or its spec (a mapping)")
     if data.get("kind") == KIND and "spec" in data:

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from webrelease.copier.customers import CustomerListError, Record, load_customers, source_for
+from webrelease.copier.customers import (
+    CustomerListError,
+    Record,
+    load_customers,
+    site_guard_for,
+    source_for,
+)
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, combine
 from webrelease.copier.progress import Progress
 from webrelease.copier.results import ShardSummary, fold
@@ -72,7 +78,7 @@ class LocalRunResult:
 
 def load_run_customers(spec: WebReleaseSpec, stores: StoreSet) -> list[Record]:
     """The validated, sorted customer list of ``spec`` (CustomerListError when it is bad)."""
-    return load_customers(source_for(spec.customers, stores), target_template=spec.target.url)
+    return load_customers(source_for(spec.customers, stores), guard=site_guard_for(spec))
 
 
 # -- worker processes -------------------------------------------------------------------------
@@ -158,7 +164,7 @@ def freeze_run_customers(spec: WebReleaseSpec, stores: StoreSet, folder: Locatio
     field the target uses fails that customer alone here (as ``plan`` and ``verify`` report it),
     where the operator refuses the whole list before any Job exists."""
     return freeze_snapshot(
-        source_for(spec.customers, stores), stores(folder), folder, target_template=spec.target.url
+        source_for(spec.customers, stores), stores(folder), folder, guard=site_guard_for(spec)
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -24,15 +24,17 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-# targets.py and globs.py depend on nothing of ours, so spec can import them
+# targets.py, globs.py and places.py depend on nothing that imports spec, so spec can import them
 from webrelease.copier.globs import check_globs
+from webrelease.copier.places import layout_problems
 from webrelease.copier.targets import check_target_template
 
 API_GROUP = "webrelease.dev"
 API_VERSION = "v1alpha1"
 KIND = "WebRelease"
 
-#: A customer id (docs/design.md "The id rule").
+#: A customer id (docs/design.md "The id rule"). Always matched whole (``CUSTOMER_ID_RE.fullmatch``):
+#: Python's ``$`` also matches before a final newline, the apiserver's (Go RE2) does not.
 CUSTOMER_ID_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 CUSTOMER_ID_RE = re.compile(CUSTOMER_ID_PATTERN)
 
@@ -45,6 +47,15 @@ TEMPLATE_TIMEOUT_SECONDS = 5.0
 
 URL_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.+)$"
 S3_OR_FILE_URL = Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
+
+
+class FieldProblems(ValueError):
+    """Raised by a model validator for problems of named fields: ``[(camelCase path below the
+    model, message)]``; :func:`describe_validation_error` names each field."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = problems
 
 
 class SpecError(ValueError):
@@ -244,6 +255,21 @@ class WebReleaseSpec(Model):
         check_globs(v)  # a pattern outside the build root is refused here, naming the field
         return v
 
+    @model_validator(mode="after")
+    def _locations_apart(self) -> WebReleaseSpec:
+        """No site may lie in the build or the reports, overrides not in or around their own site,
+        the reports, list and overrides not in the build (``webrelease.copier.places``)."""
+        problems = layout_problems(
+            source=self.source.url,
+            target=self.target.url,
+            reports=self.reports.url,
+            overrides=self.overrides.url if self.overrides is not None else None,
+            customers=self.customers.url,
+        )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
 
 #: A Kubernetes object name (DNS-1123 subdomain): the release name is also a folder of the report.
 RELEASE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -273,6 +299,13 @@ def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> Spe
     first_field = ""
     for err in exc.errors():
         path = ".".join(p for p in [prefix, *(str(p) for p in err["loc"])] if p) or "(root)"
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldProblems):
+            for field, message in cause.problems:
+                named = ".".join(p for p in (path if path != "(root)" else "", field) if p)
+                first_field = first_field or named
+                parts.append(f"{named}: {message}")
+            continue
         first_field = first_field or path
         parts.append(f"{path}: {err['msg']}")
     return SpecError(first_field, "; ".join(parts))
@@ -286,13 +319,115 @@ def parse_spec(data: Any) -> WebReleaseSpec:
         raise describe_validation_error(exc) from None
 
 
+#: A release document may hold at most this many characters (the apiserver stores at most
+#: about 1.5 MiB per object)...
+MAX_RELEASE_CHARS: Final = 4 * 1024 * 1024
+#: ... and expand, counting every alias as often as it is used, to at most this many YAML nodes
+#: and characters of scalars: a few lines of anchors can otherwise stand for billions of nodes
+#: ("billion laughs"), and validating or sending them on exhausts memory.
+MAX_RELEASE_NODES: Final = 200_000
+MAX_RELEASE_SCALAR_CHARS: Final = 8 * 1024 * 1024
+
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+class _ReleaseLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                earlier = first.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if earlier is not None:
+                raise _YamlProblem(
+                    line,
+                    f"the key {key!r} appears twice in one mapping (also on line {earlier}); YAML "
+                    "would keep only the last: remove one",
+                )
+            first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _YamlProblem(ValueError):
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _expanded_size(root: yaml.Node) -> None:
+    """Raise _YamlProblem when ``root`` expands (aliases counted at every use) beyond the bounds."""
+    memo: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> tuple[int, int]:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in open_nodes:
+            raise _YamlProblem(node.start_mark.line + 1, "an alias refers to a node that contains it")
+        if isinstance(node, yaml.ScalarNode):
+            result = (1, len(node.value))
+        else:
+            open_nodes.add(key)
+            children: list[yaml.Node] = (
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
+            )
+            nodes, chars = 1, 0
+            for child in children:
+                n, c = size(child)
+                nodes, chars = nodes + n, chars + c
+                if nodes > MAX_RELEASE_NODES or chars > MAX_RELEASE_SCALAR_CHARS:
+                    raise _YamlProblem(
+                        None,
+                        f"the document expands to more than {MAX_RELEASE_NODES} nodes or "
+                        f"{MAX_RELEASE_SCALAR_CHARS} characters once its aliases (*name) are "
+                        "expanded; write it without (or with fewer) anchors and aliases",
+                    )
+            open_nodes.discard(key)
+            result = (nodes, chars)
+        memo[key] = result
+        return result
+
+    size(root)
+
+
+def load_yaml_document(text: str, origin: str) -> Any:
+    """One YAML (or JSON) document, bounded: at most :data:`MAX_RELEASE_CHARS` characters, no key
+    twice in a mapping, aliases expanding to at most :data:`MAX_RELEASE_NODES` nodes. SpecError
+    naming ``origin`` and the line."""
+    if len(text) > MAX_RELEASE_CHARS:
+        raise SpecError(
+            "", f"{origin}: {len(text)} characters, more than a release may hold ({MAX_RELEASE_CHARS})"
+        )
+    loader = _ReleaseLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    except _YamlProblem as exc:
+        where = f", line {exc.line}" if exc.line is not None else ""
+        raise SpecError("", f"{origin}{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"{origin}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise SpecError("", f"{origin}: nested too deeply to be a release") from None
+    finally:
+        loader.dispose()
+
+
 def load_release(path: str | Path) -> WebRelease:
     """Read a ``release.yaml`` (the same manifest a user would ``kubectl apply``)."""
     text = Path(path).read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("", f"{path}: not valid YAML: {exc}") from None
+    data = load_yaml_document(text, str(path))
     if not isinstance(data, dict):
         raise SpecError("", f"{path}: expected a WebRelease manifest (a mapping)")
     try:

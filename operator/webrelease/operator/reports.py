@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from webrelease.copier.customers import load_customers, source_for
+from webrelease.copier.customers import load_customers, site_guard_for, source_for
 from webrelease.copier.results import CustomerResult, decode_results
 from webrelease.copier.runlayout import run_folder
 from webrelease.copier.snapshot import (
@@ -86,7 +86,7 @@ class ReleaseStorage:
     def load_customers(self, *, secrets: SecretReader, config_maps: ConfigMapReader) -> list[Record]:
         """The validated, sorted list (CustomerListError naming lines; StorageError if unreadable)."""
         source = source_for(self.spec.customers, self.stores, secrets=secrets, config_maps=config_maps)
-        return load_customers(source, target_template=self.spec.target.url)
+        return load_customers(source, guard=site_guard_for(self.spec))
 
     def freeze_customers(
         self, folder: Location, *, secrets: SecretReader, config_maps: ConfigMapReader
@@ -101,7 +101,7 @@ class ReleaseStorage:
                 source,
                 self.stores(folder),
                 folder,
-                target_template=self.spec.target.url,
+                guard=site_guard_for(self.spec),
                 required_fields=fields_required_by(self.spec.target.url, overrides),
             )
         )

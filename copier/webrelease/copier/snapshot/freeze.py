@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import IO, Final
 
 from webrelease.copier.customers import MAX_REPORTED_ERRORS, CustomerListError, id_problem
+from webrelease.copier.places import Entry, SiteGuard, nesting_problems
 from webrelease.copier.snapshot.files import SNAPSHOT_NAME, SnapshotRef, encode_line
 from webrelease.copier.snapshot.slices import DEFAULT_STEP, SliceIndexBuilder, index_key
 from webrelease.copier.sources.base import CustomerSource
 from webrelease.copier.storage.base import Location, Store
-from webrelease.copier.targets import TargetError, render_target, template_fields
+from webrelease.copier.targets import TargetError, canonical_url, render_target, template_fields
 
 #: Bytes of encoded lines sorted in memory at a time.
 DEFAULT_RUN_BYTES: Final = 48 * 1024 * 1024
@@ -122,6 +123,7 @@ def freeze_snapshot(  # noqa: PLR0913 (keyword-only tuning knobs with defaults)
     target_template: str | None = None,
     required_fields: Collection[str] = (),
     allow_empty: bool = False,
+    guard: SiteGuard | None = None,
     spool_dir: Path | None = None,
     run_bytes: int = DEFAULT_RUN_BYTES,
     block_lines: int = DEFAULT_STEP,
@@ -129,13 +131,21 @@ def freeze_snapshot(  # noqa: PLR0913 (keyword-only tuning knobs with defaults)
     """Validate ``source`` and write ``<folder>/customers.jsonl`` and its slice index.
 
     Raises CustomerListError (the first ``MAX_REPORTED_ERRORS`` problems in list order, and the
-    total) before writing anything when the list is bad. ``spool_dir``: where the temporary runs go
-    (default: the system's temporary folder). ``block_lines``: lines per block of the slice index.
+    total) before writing anything when the list is bad. ``guard``: the per-customer location
+    checks (``customers.site_guard_for(spec)``; its target replaces ``target_template``), as in
+    ``customers.validate``, the cross-customer one by the same second sort. ``spool_dir``: where
+    the temporary runs go (default: the system's temporary folder). ``block_lines``: lines per
+    block of the slice index.
     """
     with tempfile.TemporaryDirectory(prefix="webrelease-freeze-", dir=spool_dir) as tmp:
         work = Path(tmp)
         problems = _Problems()
-        check_sites = target_template is not None and set(template_fields(target_template)) != {"id"}
+        if guard is not None:
+            target_template = guard.target
+        cross = guard is not None and guard.cross
+        check_sites = cross or (
+            target_template is not None and set(template_fields(target_template)) != {"id"}
+        )
         required = [f for f in required_fields if f != "id"]
         runs = _SortedRuns(work, run_bytes)
         position = 0
@@ -161,6 +171,11 @@ def freeze_snapshot(  # noqa: PLR0913 (keyword-only tuning knobs with defaults)
                     f"{rec.where}: customer {cid!r} has no {names} (used by the target or overrides)",
                 )
                 continue
+            if guard is not None:
+                why = guard.problem(value)
+                if why is not None:
+                    problems.add(position, f"{rec.where}: customer {cid!r}: {why}")
+                    continue
             try:
                 line = encode_line(value)
             except (TypeError, ValueError) as exc:
@@ -170,11 +185,18 @@ def freeze_snapshot(  # noqa: PLR0913 (keyword-only tuning knobs with defaults)
             if check_sites:
                 assert target_template is not None
                 try:
-                    site = render_target(target_template, value).encode()
+                    site = canonical_url(render_target(target_template, value)).encode()
                 except TargetError:
                     site = b""
-                if b"\t" not in site and b"\n" not in site:
-                    item += b"\t" + site
+                over = b""
+                if cross:
+                    assert guard is not None
+                    over = (guard.places(value)[1] or "").encode()
+                if b"\t" in site or b"\n" in site:
+                    site = b""
+                if b"\t" in over or b"\n" in over:
+                    over = b""
+                item += b"\t" + site + b"\t" + over
             runs.add(item + b"\n")
 
         sites: _SortedRuns | None = None
@@ -189,15 +211,18 @@ def freeze_snapshot(  # noqa: PLR0913 (keyword-only tuning knobs with defaults)
                 if len(group) > 1:
                     group.sort(key=lambda g: g[1])
                     owner = group[0]
-                    for _line, pos, where, _site in group[1:]:
+                    for _line, pos, where, _site, _over in group[1:]:
                         cid = _id_of(owner[0])
                         problems.add(pos, f"{where}: duplicate id {cid!r} (first at {owner[2]})")
-                line, pos, where, site = owner
+                line, pos, where, site, over = owner
                 if problems.total == 0:
                     builder.add(line + b"\n")
                     out.write(line + b"\n")
-                if sites is not None and site:
-                    sites.add(b"%s\t%d\t%s\t%s\n" % (site, pos, where.encode(), _id_of(line).encode()))
+                if sites is not None:
+                    cid_bytes = _id_of(line).encode()
+                    for place, kind in ((site, b"s"), (over, b"o")):
+                        if place:
+                            sites.add(b"%s\t%d\t%s\t%s\t%s\n" % (place, pos, where.encode(), cid_bytes, kind))
         if sites is not None:
             _site_problems(sites, problems)
         if builder.count == 0 and problems.total == 0 and not allow_empty:
@@ -221,13 +246,14 @@ def freeze_snapshot(  # noqa: PLR0913 (keyword-only tuning knobs with defaults)
     return SnapshotRef(folder.url + SNAPSHOT_NAME, digest, builder.count)
 
 
-Item = tuple[bytes, int, str, bytes]  # (snapshot line without \n, position, where, site)
+Item = tuple[bytes, int, str, bytes, bytes]  # (snapshot line without \n, position, where, site, overrides)
 
 
 def _parse(item: bytes) -> Item:
     parts = item.rstrip(b"\n").split(b"\t")
     site = parts[3] if len(parts) > 3 else b""
-    return parts[0], int(parts[1]), parts[2].decode(), site
+    over = parts[4] if len(parts) > 4 else b""
+    return parts[0], int(parts[1]), parts[2].decode(), site, over
 
 
 def _id_of(line: bytes) -> str:
@@ -251,6 +277,8 @@ def _groups_by_id(items: Iterator[bytes]) -> Iterator[list[Item]]:
 
 
 def _site_problems(sites: _SortedRuns, problems: _Problems) -> None:
+    """Two customers with one site, and sites in or around other sites or overrides
+    (``places.nesting_problems``), from one pass over the places sorted."""
     group: list[tuple[int, str, str]] = []
     current = b""
 
@@ -265,10 +293,17 @@ def _site_problems(sites: _SortedRuns, problems: _Problems) -> None:
                     f"{where}: customer {cid!r} has the same site {shared} as {owner_id!r} ({owner_where})",
                 )
 
-    for raw in sites.merged():
-        site, pos, where, cid = raw.rstrip(b"\n").split(b"\t")
-        if site != current:
-            flush()
-            group, current = [], site
-        group.append((int(pos), where.decode(), cid.decode()))
-    flush()
+    def entries() -> Iterator[Entry]:
+        nonlocal group, current
+        for raw in sites.merged():
+            place, pos, where, cid, kind = raw.rstrip(b"\n").split(b"\t")
+            if kind == b"s":
+                if place != current:
+                    flush()
+                    group, current = [], place
+                group.append((int(pos), where.decode(), cid.decode()))
+            yield place.decode(), kind == b"s", cid.decode(), where.decode(), int(pos)
+        flush()
+
+    for pos, message in nesting_problems(entries()):
+        problems.add(pos, message)

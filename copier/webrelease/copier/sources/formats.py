@@ -46,7 +46,41 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+class _Decoder:
+    """JSON decoding that also notes a key given twice in one object (``{"id": "a", "id": "b"}``:
+    JSON parsers keep the last one silently). One per parse (it keeps state)."""
+
+    def __init__(self) -> None:
+        self.repeated: str | None = None
+        self._json = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=self._pairs)
+
+    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) != len(pairs) and self.repeated is None:
+            seen: set[str] = set()
+            for key, _value in pairs:
+                if key in seen:
+                    self.repeated = key
+                    break
+                seen.add(key)
+        return out
+
+    def raw_decode(self, text: str, pos: int = 0) -> tuple[Any, int]:
+        self.repeated = None
+        return self._json.raw_decode(text, pos)
+
+    def decode(self, text: str) -> Any:
+        self.repeated = None
+        return self._json.decode(text)
+
+    def repeated_problem(self) -> str | None:
+        """Why the last value decoded may not be used (a key twice), or None."""
+        if self.repeated is None:
+            return None
+        return (
+            f"the key {self.repeated!r} appears twice in one record (JSON would keep only the last); "
+            "remove one"
+        )
 
 
 def detect_format(stream: IO[bytes], declared: str, name: str) -> Format:
@@ -152,6 +186,7 @@ def _json_error(exc: ValueError, *, column: bool = True) -> str:
 
 def parse_jsonl(stream: IO[bytes]) -> Iterator[RawRecord]:
     """One JSON object per line; blank lines are skipped."""
+    decoder = _Decoder()
     for number, raw in _Lines(stream):
         where = at_line(number)
         if raw is None:
@@ -168,11 +203,14 @@ def parse_jsonl(stream: IO[bytes]) -> Iterator[RawRecord]:
             yield RawRecord(at_line(number), error="a byte order mark (U+FEFF) in the middle of the list")
             continue
         try:
-            value = _DECODER.decode(text)
+            value = decoder.decode(text)
         except ValueError as exc:
             yield RawRecord(at_line(number), error=_json_error(exc))
             continue
-        if isinstance(value, dict):
+        repeated = decoder.repeated_problem()
+        if repeated is not None:
+            yield RawRecord(at_line(number), error=repeated)
+        elif isinstance(value, dict):
             yield RawRecord(where, value)
         else:
             yield RawRecord(at_line(number), error=f"expected a JSON object, got {type_name(value)}")
@@ -247,6 +285,7 @@ def parse_json_array(stream: IO[bytes], chunk: int = READ_CHUNK_BYTES) -> Iterat
     element that is not an object is reported and skipped.
     """
     w = _TextWindow(stream, chunk)
+    decoder = _Decoder()
     first = w.skip_ws()
     if first != "[":
         found = "an empty list" if not first else repr(first)
@@ -263,7 +302,7 @@ def parse_json_array(stream: IO[bytes], chunk: int = READ_CHUNK_BYTES) -> Iterat
             raise w.error("the JSON array is not closed: the list ends before ']'")
         start_line = w.line
         try:
-            value, end = _DECODER.raw_decode(w.buf, w.pos)
+            value, end = decoder.raw_decode(w.buf, w.pos)
         except ValueError as exc:
             at = exc.pos if isinstance(exc, json.JSONDecodeError) else None
             this = (None if at is None else at - w.pos, str(exc))
@@ -284,8 +323,11 @@ def parse_json_array(stream: IO[bytes], chunk: int = READ_CHUNK_BYTES) -> Iterat
         failed = None
         size = end - w.pos
         w.advance(end)
+        repeated = decoder.repeated_problem()
         if size > MAX_RECORD_BYTES:
             yield RawRecord(at_line(start_line), error=f"an array element {_too_long()}")
+        elif repeated is not None:
+            yield RawRecord(at_line(start_line), error=repeated)
         elif isinstance(value, dict):
             yield RawRecord(at_line(start_line), value)
         else:

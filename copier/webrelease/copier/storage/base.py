@@ -128,9 +128,9 @@ def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         return {}
     total = 0
     for name, value in metadata.items():
-        if not isinstance(name, str) or not _META_KEY_RE.match(name):
+        if not isinstance(name, str) or not _META_KEY_RE.fullmatch(name):
             raise InvalidMetadata(f"metadata name {name!r}: use lower case letters, digits and '-'")
-        if not isinstance(value, str) or not _META_VALUE_RE.match(value):
+        if not isinstance(value, str) or not _META_VALUE_RE.fullmatch(value):
             raise InvalidMetadata(
                 f"metadata {name!r}: the value must be printable ASCII without surrounding spaces"
             )

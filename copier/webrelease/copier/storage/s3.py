@@ -139,7 +139,7 @@ def md5_from_etag(etag: str | None) -> str | None:
     if not etag:
         return None
     etag = etag.strip('"').lower()
-    return etag if _MD5_ETAG.match(etag) else None
+    return etag if _MD5_ETAG.fullmatch(etag) else None
 
 
 def _redact_url(url: str | None) -> str:

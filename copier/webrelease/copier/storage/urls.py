@@ -55,7 +55,7 @@ def _check_segments(url: str, path: str) -> None:
 def _parse_s3(url: str) -> Location:
     rest = url[len("s3://") :]
     bucket, _, prefix = rest.partition("/")
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         raise InvalidUrl(f"{url!r}: {bucket!r} is not a valid S3 bucket name")
     if "?" in prefix or "#" in prefix:
         raise InvalidUrl(f"{url!r}: query strings and fragments are not part of a location")
