@@ -20,6 +20,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client import ApiException
 
 from webrelease.copier.sources import missing_config_map, missing_secret
+from webrelease.operator.api import JobRefused, NamespacedReaders
 from webrelease.operator.constants import GROUP, LABEL_RELEASE, LABEL_STEP, PLURAL, VERSION
 
 Obj = dict[str, Any]
@@ -33,11 +34,6 @@ REQUEST_TIMEOUT: Final = 30
 def _json(response: Any) -> Obj:
     data: Obj = json.loads(response.data)
     return data
-
-
-class JobRefused(ValueError):
-    """The apiserver refused a Job (400, 422: e.g. resources that are no quantities); the message
-    is the apiserver's."""
 
 
 def api_message(exc: ApiException) -> str:
@@ -88,7 +84,8 @@ def kubeconfig_namespace(kubeconfig: str | None) -> str:
 
 
 class Kube:
-    """The API calls, bound to one ApiClient."""
+    """The API calls, bound to one ApiClient (:class:`webrelease.operator.api.ReleaseApi` and
+    :class:`webrelease.operator.leader.LeaseApi` among them)."""
 
     def __init__(self, api: k8s.ApiClient) -> None:
         self.api = api
@@ -274,15 +271,12 @@ class Kube:
         return {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in raw.items()}
 
 
-class NamespacedReaders:
-    """The copier's ``ConfigMapReader`` and ``SecretReader`` for one namespace."""
-
-    def __init__(self, kube: Kube, namespace: str) -> None:
-        self._kube = kube
-        self._namespace = namespace
-
-    def config_map_value(self, name: str, key: str) -> str | bytes:
-        return self._kube.config_map_value(self._namespace, name, key)
-
-    def secret_value(self, name: str, key: str) -> str:
-        return self._kube.secret_value(self._namespace, name, key)
+__all__ = [
+    "ApiError",
+    "JobRefused",
+    "Kube",
+    "NamespacedReaders",
+    "api_client",
+    "api_message",
+    "kubeconfig_namespace",
+]

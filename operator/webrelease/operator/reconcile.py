@@ -47,6 +47,7 @@ from webrelease.operator.aggregate import (
     plan_fold,
     pod_attempt,
 )
+from webrelease.operator.api import JobRefused, NamespacedReaders, ReleaseApi
 from webrelease.operator.conditions import Outcome, Reason, finished, invalid, running, set_condition
 from webrelease.operator.constants import (
     ANNOTATION_RETRY,
@@ -56,7 +57,6 @@ from webrelease.operator.constants import (
 )
 from webrelease.operator.events import EventReason, post
 from webrelease.operator.jobs import Owner, StepJob, build_job, job_name
-from webrelease.operator.kube import JobRefused, Kube, NamespacedReaders
 from webrelease.operator.metrics import OperatorMetrics, RunOutcome, ShardOutcome
 from webrelease.operator.reports import (
     CredentialsError,
@@ -166,13 +166,18 @@ class PodBook:
 
 @dataclass
 class Context:
-    """What every handler shares (kopf ``memo``): settings, the API, metrics, in-memory state."""
+    """What every handler shares (kopf ``memo``): settings, the API, metrics, in-memory state.
+
+    What the run lifecycle reaches outside itself is here: the API (``kube``), object storage
+    (``open_storage``), Events (``post``), metrics and the clock; tests pass fakes of each."""
 
     settings: OperatorSettings
-    kube: Kube
+    kube: ReleaseApi
     metrics: OperatorMetrics
     pods: PodBook = field(default_factory=PodBook)
     now: Callable[[], str] = utcnow
+    post: Callable[[Mapping[str, Any], EventReason, str], None] = post
+    open_storage: Callable[[WebReleaseSpec, Credentials | None], ReleaseStorage] = ReleaseStorage.open
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
 
@@ -281,7 +286,7 @@ async def _credentials(ctx: Context, rel: Release, spec: WebReleaseSpec) -> Cred
 
 
 async def _storage(ctx: Context, rel: Release, spec: WebReleaseSpec) -> ReleaseStorage:
-    return ReleaseStorage.open(spec, await _credentials(ctx, rel, spec))
+    return ctx.open_storage(spec, await _credentials(ctx, rel, spec))
 
 
 def _temporary(ctx: Context, retry: int, message: str) -> kopf.TemporaryError:
@@ -315,7 +320,7 @@ async def _fail_run(
         }
     )
     await write_status(ctx, rel, new)
-    post(rel.body, event, message)
+    ctx.post(rel.body, event, message)
 
 
 async def _supersede(ctx: Context, rel: Release) -> list[str]:
@@ -345,7 +350,7 @@ async def _supersede(ctx: Context, rel: Release) -> list[str]:
             succeeded=rel.status.customers.succeeded,
             failed=rel.status.customers.failed,
         )
-        post(
+        ctx.post(
             rel.body,
             EventReason.SUPERSEDED,
             f"generation {rel.generation} supersedes the run of generation "
@@ -437,7 +442,9 @@ async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step recor
         shards=new.shards.model_dump(exclude={"pending"}),
     )
     what = f"{snapshot.count} customer(s) in {plan.shards} shard(s)"
-    post(rel.body, reason, f"Job {start.job} {'created' if created else 'found'}: {kind.value} step, {what}")
+    ctx.post(
+        rel.body, reason, f"Job {start.job} {'created' if created else 'found'}: {kind.value} step, {what}"
+    )
 
 
 # ---------------------------------------------------------------------------------- start_run
@@ -468,7 +475,7 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
                 }
             )
             await write_status(ctx, rel, new)
-            post(rel.body, EventReason.INVALID_SPEC, message)
+            ctx.post(rel.body, EventReason.INVALID_SPEC, message)
         raise kopf.PermanentError(message) from None
     run = status.run
     if run is not None and run.generation == rel.generation:
@@ -507,7 +514,7 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
         if retry >= ctx.settings.temporary_retries:
             await _fail_run(ctx, rel, Reason.SNAPSHOT_FAILED, str(exc), EventReason.STORAGE_PROBLEM)
             raise kopf.PermanentError(str(exc)) from None
-        post(rel.body, EventReason.STORAGE_PROBLEM, f"{exc} (try {retry + 1}, will try again)")
+        ctx.post(rel.body, EventReason.STORAGE_PROBLEM, f"{exc} (try {retry + 1}, will try again)")
         raise _temporary(ctx, retry, str(exc)) from None
 
     kind, rest_pending = first_step(spec)
@@ -535,7 +542,7 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
             raise kopf.PermanentError(str(exc)) from None
         except (StorageError, SnapshotError) as exc:
             raise _temporary(ctx, retry, f"writing the canary snapshot to {folder.url}: {exc}") from None
-    post(
+    ctx.post(
         rel.body, EventReason.SNAPSHOT_WRITTEN, f"{run_snapshot.count} customers frozen in {run_snapshot.url}"
     )
     try:
@@ -645,7 +652,7 @@ async def _plan_run(
     index = await _call(storage.write_index, run_folder, doc)
     status = status.model_copy(update={"report": ReportRef(url=run_folder.url, index=index)})
     await write_status(ctx, rel, status)
-    post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"dry run: {decision.message}; plan: {plan_url}")
+    ctx.post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"dry run: {decision.message}; plan: {plan_url}")
     ctx.metrics.run_finished(
         rel.namespace,
         rel.name,
@@ -781,7 +788,7 @@ async def _recreate_job(
     _job, created = await _call(ctx.kube.create_job, manifest)
     if created:
         ctx.pods.forget(rel.namespace, rel.name)
-        post(
+        ctx.post(
             rel.body,
             EventReason.JOB_RECREATED,
             f"Job {run.job} was deleted before the step ended; created again",
@@ -810,7 +817,7 @@ async def _start_rest(ctx: Context, end: StepEnd) -> None:
     rest_folder = end.run_folder.child(step_folder(StepKind.REST))
     await _write_index(end, final=None, outcome=None, reason=Reason.RUNNING, message="canary done")
     snapshot = await _call(end.storage.write_snapshot, rest_folder, rest)
-    post(rel.body, EventReason.CANARY_SUCCEEDED, f"all {fold.step_succeeded} canary customers succeeded")
+    ctx.post(rel.body, EventReason.CANARY_SUCCEEDED, f"all {fold.step_succeeded} canary customers succeeded")
     await _create_step(
         ctx,
         rel,
@@ -878,13 +885,13 @@ async def _finish(ctx: Context, end: StepEnd, decision: Decision) -> None:
             end, final=final, outcome=decision.outcome, reason=decision.reason, message=decision.message
         )
     except StorageError as exc:
-        post(
+        ctx.post(
             rel.body, EventReason.STORAGE_PROBLEM, f"writing the report index to {end.run_folder.url}: {exc}"
         )
         raise
     final = final.model_copy(update={"report": ReportRef(url=status.report.url, index=index)})
     await write_status(ctx, rel, final)
-    post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"{decision.message}; report: {index}")
+    ctx.post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"{decision.message}; report: {index}")
     ctx.metrics.run_finished(
         rel.namespace,
         rel.name,
@@ -913,7 +920,9 @@ async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -
     record_only = status.model_copy(update={"retry_token": token})
     if spec.dry_run:
         await write_status(ctx, rel, record_only)
-        post(rel.body, EventReason.NOTHING_TO_RETRY, "a dry run writes nothing: there is nothing to retry")
+        ctx.post(
+            rel.body, EventReason.NOTHING_TO_RETRY, "a dry run writes nothing: there is nothing to retry"
+        )
         return
     storage = await _storage(ctx, rel, spec)
     run_folder = parse_url(status.report.url)
@@ -922,14 +931,14 @@ async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -
         records = await _call(storage.read_snapshot, run.snapshot)
         succeeded = await _call(storage.succeeded_ids, previous, run.shards)
     except (StorageError, SnapshotError) as exc:
-        post(rel.body, EventReason.STORAGE_PROBLEM, f"retry: reading the last step's results: {exc}")
+        ctx.post(rel.body, EventReason.STORAGE_PROBLEM, f"retry: reading the last step's results: {exc}")
         return
     again = not_succeeded(records, succeeded)
     if again:
         again = await _refreshed(ctx, rel, storage, again)
     if not again:
         await write_status(ctx, rel, record_only)
-        post(rel.body, EventReason.NOTHING_TO_RETRY, "every customer of the last run succeeded")
+        ctx.post(rel.body, EventReason.NOTHING_TO_RETRY, "every customer of the last run succeeded")
         return
     retries = run.retries + 1
     folder = run_folder.child(step_folder(StepKind.RETRY, retries))
@@ -961,7 +970,7 @@ async def _refreshed(
     try:
         fresh = await _call(lambda: storage.load_customers(secrets=readers, config_maps=readers))
     except (CustomerListError, SourceError, StorageError) as exc:
-        post(
+        ctx.post(
             rel.body,
             EventReason.STORAGE_PROBLEM,
             f"retry: the customer list cannot be read again ({exc}); retrying with the records of the run",
