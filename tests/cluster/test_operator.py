@@ -9,9 +9,11 @@ checked by reading every object back; waits poll the API with deadlines.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,7 +43,9 @@ from tests.harness.operator_harness import (
     running_operator,
     wait_release,
 )
+from tests.harness.reports import layout, shape
 from tests.harness.s3server import S3Endpoint
+from webrelease.copier.runreport import RunReport
 
 TEMPLATES = ["index.html", "config.js", "docs/**/*.html"]
 #: the build files those patterns match
@@ -237,6 +241,52 @@ def test_fifty_customers_in_five_shards_complete_with_exact_sites_and_report(env
     assert sum(1 for line in cli.stdout.splitlines() if "Succeeded" in line) == 5
     size = len(json.dumps(get_release(kube, shop, "spring"), separators=(",", ":")))
     print(f"\nWebRelease object with 5 shards: {size} bytes")
+
+
+def test_a_local_run_writes_the_layout_and_index_schema_of_a_cluster_run(env: Env, tmp_path: Path) -> None:
+    """The same release, run by the operator and by ``webrelease run``: the same files under the
+    run's folder (only the run id differs) and one ``index.json`` schema, read by one model."""
+    s3, bucket, shop = env.s3, env.bucket, env.ns
+    records = customers(20, without_api=("c013",))
+    put_files(s3, bucket, "builds/v1/", BUILD_V1)
+    url = put_customers(s3, bucket, "lists/customers.jsonl", records)
+    spec = spec_for(s3, bucket, url)
+    assert apply(env.plane, shop, manifest("twin", spec)).returncode == 0
+    body = wait_release(env.kube, shop, "twin", "the run has ended", ended, operator=env.operator)
+    assert is_true(body, "Failed"), body["status"]["conditions"]
+    cluster_run = body["status"]["report"]["url"].removeprefix(f"s3://{bucket}/")
+
+    release = tmp_path / "release.yaml"
+    doc = {**manifest("twin", spec), "metadata": {"name": "twin", "namespace": shop}}
+    release.write_text(json.dumps(doc))
+    local = subprocess.run(
+        [str(VENV_BIN / "webrelease"), "run", str(release), "--no-progress"],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert local.returncode == 3, local.stdout + local.stderr
+    runs = {k.split("/")[3] for k in keys_under(s3, bucket, f"reports/{shop}/twin/")}
+    (local_id,) = runs - {cluster_run.split("/")[3]}
+    local_run = f"reports/{shop}/twin/{local_id}/"
+
+    keys = keys_under(s3, bucket, "reports/")
+    assert layout(keys, local_run) == layout(keys, cluster_run)
+    assert "index.json" in layout(keys, local_run) and "main/shards/N.jsonl" in layout(keys, local_run)
+    docs = [read_json(s3, f"s3://{bucket}/{run}index.json") for run in (cluster_run, local_run)]
+    assert shape(docs[0]) == shape(docs[1])
+    cluster_doc, local_doc = (RunReport.model_validate(d) for d in docs)
+    assert (cluster_doc.launcher, local_doc.launcher) == ("cluster", "local")
+    for d in (cluster_doc, local_doc):
+        assert (d.outcome, d.reason, d.failed_total) == ("Failed", "TooManyCustomersFailed", 1)
+        assert [(f.id, f.shard) for f in d.failed] == [("c013", 1)]
+        assert d.customers.model_dump() == {"total": 20, "succeeded": 19, "failed": 1, "pending": 0}
+        assert [(s.index, s.state, s.customers) for s in d.steps[0].shards] == [
+            (0, "Succeeded", 10),
+            (1, "Failed", 10),
+        ]
 
 
 def test_two_failing_customers_are_named_then_retry_releases_only_them(env: Env) -> None:

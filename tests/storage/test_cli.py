@@ -64,7 +64,9 @@ def test_run_plan_verify_on_local_folders(example: Path, tmp_path: Path) -> None
     reports = sorted((tmp_path / "out" / "demo" / "reports" / "default" / "demo").iterdir())
     assert len(reports) == 1 and f"report:    file://{reports[0]}/" in run.stdout
     index = json.loads((reports[0] / "index.json").read_text())
-    assert index["totals"]["succeeded"] == 5 and index["exitCode"] == 0
+    assert index["kind"] == "WebReleaseReport" and index["launcher"] == "local"
+    assert index["customers"] == {"total": 5, "succeeded": 5, "failed": 0, "pending": 0}
+    assert (index["exitCode"], index["outcome"], index["failed"]) == (0, "Complete", [])
     assert sorted(p.name for p in sites.iterdir()) == ["acme", "globex", "hooli", "initech", "umbrella.eu"]
     build = example.parent / "build"
     assert (sites / "initech" / "assets" / "img" / "logo.png").read_bytes() == (
@@ -127,6 +129,17 @@ def test_run_exit_codes_for_bad_input_and_failed_customers(example: Path, tmp_pa
     assert "customers: 6 total, 5 succeeded, 1 failed" in r.stdout
     assert "failed zz-no-api: template config.js, line 4: 'apiUrl' is undefined" in r.stdout
     assert not (tmp_path / "out" / "demo" / "sites" / "zz-no-api").exists()
+    (run,) = (tmp_path / "out" / "demo" / "reports" / "default" / "demo").iterdir()
+    index = json.loads((run / "index.json").read_text())
+    assert (index["outcome"], index["reason"], index["exitCode"]) == ("Failed", "TooManyCustomersFailed", 3)
+    assert index["failed"] == [
+        {
+            "id": "zz-no-api",
+            "reason": "template config.js, line 4: 'apiUrl' is undefined",
+            "shard": 2,
+        }
+    ]
+    assert index["failedTotal"] == 1 and index["customers"]["failed"] == 1
 
 
 def test_shard_command_is_what_a_job_pod_runs(example: Path, tmp_path: Path) -> None:

@@ -59,7 +59,10 @@ def test_release_gives_every_customer_exactly_the_expected_bytes(storage_backend
     assert all(r.ok and r.site == sc.site(r.id).url for r in lines)
     assert parse_summary(sc.store.get(step, shard_summary_key(2))).succeeded == 6
     index = json.loads(sc.store.get(report, "index.json"))
-    assert index["totals"]["succeeded"] == 20 and index["exitCode"] == 0 and len(index["shards"]) == 3
+    assert index["customers"]["succeeded"] == 20 and index["exitCode"] == 0
+    (main,) = index["steps"]
+    assert [s["customers"] for s in main["shards"]] == [7, 7, 6]
+    assert main["shards"][2]["results"] == step.url + "shards/2.jsonl"
 
 
 def test_what_we_write_carries_its_hash_release_and_content_type(storage_backend: StorageBackend) -> None:

@@ -16,7 +16,7 @@ The exit code is the most severe of the shards' (:func:`webrelease.copier.exitco
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -37,7 +37,7 @@ from webrelease.copier.customers import (
 )
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, combine
 from webrelease.copier.progress import Progress
-from webrelease.copier.results import ShardSummary, fold
+from webrelease.copier.results import ShardSummary, decode_results, fold
 from webrelease.copier.runlayout import (
     LOCAL_NAMESPACE,
     MAIN_STEP,
@@ -47,8 +47,20 @@ from webrelease.copier.runlayout import (
     run_folder,
     step_folder_name,
 )
+from webrelease.copier.runreport import (
+    FAILED_MAX,
+    Customers,
+    FailedEntry,
+    RunReport,
+    Snapshot,
+    StepEntry,
+    count_shards,
+    local_outcome,
+    shard_entry,
+    sum_objects,
+)
 from webrelease.copier.shard import ShardJob, run_shard, store_set_for
-from webrelease.copier.snapshot import INDEX_NAME, SnapshotRef
+from webrelease.copier.snapshot import INDEX_NAME, SnapshotError, SnapshotRef, read_slice, shard_results_key
 from webrelease.copier.snapshot.freeze import freeze_snapshot
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import Location, NotFound, StorageError, parse_url
@@ -70,6 +82,12 @@ class LocalRunResult:
     layout: ShardPlan | None = None
     summaries: list[ShardSummary] = field(default_factory=list)
     error: str | None = None
+    namespace: str = LOCAL_NAMESPACE
+    release: str = ""
+    run_id: str = ""
+    started: datetime | None = None
+    #: the report document written as ``index.json``
+    document: RunReport | None = None
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -211,47 +229,117 @@ def run_local(
         else:
             summaries = _run_in_processes(jobs, min(workers, n), bar)
     outcome = LocalRunResult(
-        combine(s.exit_code for s in summaries), report, step, snapshot, layout, summaries
+        combine(s.exit_code for s in summaries),
+        report,
+        step,
+        snapshot,
+        layout,
+        summaries,
+        namespace=namespace,
+        release=release_name,
+        run_id=run_id,
+        started=started,
     )
     try:
-        write_index(stores, outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
-    except StorageError as exc:
+        outcome.document = write_index(stores, outcome, spec)
+    except (StorageError, SnapshotError) as exc:
         # every shard's results are written; only the index is missing: say which write failed
         return LocalRunResult(EXIT_CRASH, error=f"writing {report.url}{INDEX_NAME}: {exc}")
     return outcome
 
 
-def index_document(
-    outcome: LocalRunResult, *, spec: WebReleaseSpec, release_name: str, run_id: str, started: datetime
-) -> dict[str, Any]:
-    assert outcome.snapshot is not None and outcome.report is not None
-    return {
-        "release": release_name,
-        "runId": run_id,
-        "startedAt": started.isoformat(timespec="seconds"),
-        "finishedAt": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": spec.source.url,
-        "target": spec.target.url,
-        "exitCode": outcome.exit_code,
-        "snapshot": outcome.snapshot.to_json(),
-        "totals": outcome.totals,
-        "shards": [s.model_dump(by_alias=True, exclude_none=True) for s in outcome.summaries],
-    }
+def failed_customers(stores: StoreSet, outcome: LocalRunResult) -> tuple[list[FailedEntry], int]:
+    """Every customer that did not succeed, with its reason, from the shards' files (at most
+    :data:`FAILED_MAX`), and how many there were. A shard that wrote no results contributes its
+    whole slice of the snapshot, with the shard's error as the reason."""
+    assert outcome.step is not None and outcome.snapshot is not None and outcome.layout is not None
+    out: list[FailedEntry] = []
+    total = 0
+    step = outcome.step
+    for s in outcome.summaries:
+        expected = outcome.layout.customers_in(s.index)
+        if s.exit_code == EXIT_OK:
+            continue
+        rows: list[FailedEntry] | None = None
+        with contextlib.suppress(NotFound):
+            results = decode_results(stores(step).get(step, shard_results_key(s.index)))
+            if len(results) == expected:
+                rows = [
+                    FailedEntry(id=r.id, reason=r.reason or "", shard=s.index) for r in results if not r.ok
+                ]
+        if rows is None:
+            snapshot = outcome.snapshot
+            records = read_slice(stores(step), snapshot.url, snapshot.sha256, s.index, outcome.layout.size)
+            why = s.error or "the shard wrote no results"
+            rows = [FailedEntry(id=str(r["id"]), reason=why, shard=s.index) for r in records]
+        total += len(rows)
+        out.extend(rows[: max(0, FAILED_MAX - len(out))])
+    return out, total
 
 
-def write_index(
-    stores: StoreSet,
-    outcome: LocalRunResult,
-    *,
-    spec: WebReleaseSpec,
-    release_name: str,
-    run_id: str,
-    started: datetime,
-) -> None:
+def run_report(
+    outcome: LocalRunResult, spec: WebReleaseSpec, failed: Sequence[FailedEntry], total: int
+) -> RunReport:
+    """The run's ``index.json`` (:mod:`webrelease.copier.runreport`: the operator's schema)."""
+    assert outcome.step is not None and outcome.snapshot is not None and outcome.layout is not None
+    step = outcome.step
+    shards = [
+        shard_entry(s, step.url + shard_results_key(s.index), outcome.layout.customers_in(s.index))
+        for s in outcome.summaries
+    ]
+    snapshot = Snapshot.model_validate(outcome.snapshot.to_json())
+    succeeded = sum(e.succeeded for e in shards)
+    customers = Customers(total=snapshot.count, succeeded=succeeded, failed=snapshot.count - succeeded)
+    errors = [f"shard {s.index}: {s.error}" for s in outcome.summaries if s.error]
+    result, reason, message = local_outcome(outcome.exit_code, customers, spec.failure_policy, errors)
+    now = _stamp(datetime.now(UTC))
+    return RunReport(
+        launcher="local",
+        namespace=outcome.namespace,
+        release=outcome.release,
+        run_id=outcome.run_id,
+        source=spec.source.url,
+        target=spec.target.url,
+        dry_run=spec.dry_run,
+        started_at=_stamp(outcome.started) if outcome.started is not None else None,
+        updated_at=now,
+        finished_at=now,
+        outcome=result,
+        reason=reason,
+        message=message,
+        exit_code=outcome.exit_code,
+        snapshot=snapshot,
+        customers=customers,
+        shards=count_shards(shards),
+        objects=sum_objects(e.objects for e in shards),
+        steps=[
+            StepEntry(
+                step=MAIN_STEP,
+                step_id=MAIN_STEP,
+                folder=step.url,
+                snapshot=snapshot,
+                customers=customers.total,
+                succeeded=customers.succeeded,
+                failed=customers.failed,
+                shards=shards,
+            )
+        ],
+        failed=list(failed),
+        failed_total=total,
+    )
+
+
+def _stamp(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_index(stores: StoreSet, outcome: LocalRunResult, spec: WebReleaseSpec) -> RunReport:
+    """Write the run's ``index.json``; the document written."""
     assert outcome.report is not None
-    doc = index_document(outcome, spec=spec, release_name=release_name, run_id=run_id, started=started)
-    data = json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n"
-    stores(outcome.report).put(outcome.report, INDEX_NAME, data, content_type="application/json")
+    failed, total = failed_customers(stores, outcome)
+    doc = run_report(outcome, spec, failed, total)
+    stores(outcome.report).put(outcome.report, INDEX_NAME, doc.to_bytes(), content_type="application/json")
+    return doc
 
 
 def describe(outcome: LocalRunResult, spec: WebReleaseSpec, *, failed_max: int = 20) -> list[str]:

@@ -21,7 +21,6 @@ a customer is counted once, when its shard's outcome is final.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +32,7 @@ from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_OK
 from webrelease.copier.plan import Op
 from webrelease.copier.results import ShardSummary, parse_summary
 from webrelease.copier.runlayout import ShardPlan
+from webrelease.copier.runreport import tolerated_failures
 from webrelease.copier.spec import FailurePolicy
 from webrelease.operator.conditions import Outcome, Reason
 from webrelease.operator.constants import CONTAINER_NAME, JOB_INDEX_ANNOTATION
@@ -468,14 +468,6 @@ def plan_fold(planned: Sequence[Any], *, total: int) -> StepFold:
 
 
 # ------------------------------------------------------------------------------------ outcome
-
-
-def tolerated_failures(policy: FailurePolicy, total: int) -> int:
-    """How many failed customers of ``total`` still make the run Degraded rather than Failed."""
-    tolerated = policy.tolerated_failed_customers
-    if policy.tolerated_failed_percent is not None:
-        tolerated = max(tolerated, math.floor(total * policy.tolerated_failed_percent / 100))
-    return tolerated
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,8 @@ from webrelease.copier.invocation import (
     ENV_SPEC,
 )
 from webrelease.copier.runlayout import ShardPlan
+from webrelease.copier.runreport import tolerated_failures
 from webrelease.copier.spec import WebReleaseSpec
-from webrelease.operator.aggregate import tolerated_failures
 from webrelease.operator.constants import (
     ANNOTATION_REPORT_URL,
     ANNOTATION_SNAPSHOT_SHA256,

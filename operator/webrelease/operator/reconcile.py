@@ -33,6 +33,7 @@ from webrelease.copier.customers import CustomerListError
 from webrelease.copier.desired import BuildError
 from webrelease.copier.dryrun import encode_plan, plan_release
 from webrelease.copier.runlayout import ShardPlan
+from webrelease.copier.runreport import FailedEntry, StepEntry
 from webrelease.copier.snapshot import SnapshotError
 from webrelease.copier.sources import SourceError
 from webrelease.copier.spec import SpecError, WebReleaseSpec, parse_spec
@@ -629,7 +630,7 @@ async def _plan_run(
             "snapshot": run_snapshot,
         }
     )
-    failed = [{"id": p.id, "reason": p.error or ""} for p in planned if p.plan is None]
+    failed = [FailedEntry(id=p.id, reason=p.error or "") for p in planned if p.plan is None]
     doc = index_document(
         None,
         namespace=rel.namespace,
@@ -638,12 +639,15 @@ async def _plan_run(
         run_id=run_id(rel.generation, rel.uid),
         spec=spec,
         status=status,
-        step={
-            "step": StepKind.PLAN.value,
-            "stepId": run.step_id,
-            "plan": plan_url,
-            "customers": len(planned),
-        },
+        step=StepEntry(
+            step=StepKind.PLAN.value,
+            step_id=run.step_id,
+            folder=folder.url,
+            plan=plan_url,
+            customers=len(planned),
+            succeeded=len(planned) - len(failed),
+            failed=len(failed),
+        ),
         failed=failed,
         outcome=decision.outcome.value,
         reason=decision.reason.value,

@@ -9,7 +9,6 @@ as the shard pods use theirs. Calls are synchronous; handlers run them in a thre
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +18,17 @@ from typing import Any, Final
 from webrelease.copier.customers import load_customers, site_guard_for, source_for
 from webrelease.copier.results import CustomerResult, decode_results
 from webrelease.copier.runlayout import run_folder
+from webrelease.copier.runreport import (
+    FAILED_MAX,
+    Customers,
+    FailedEntry,
+    Objects,
+    RunReport,
+    ShardEntry,
+    Shards,
+    Snapshot,
+    StepEntry,
+)
 from webrelease.copier.snapshot import (
     INDEX_NAME,
     SNAPSHOT_NAME,
@@ -41,8 +51,6 @@ Record = dict[str, Any]
 _KEY_ID, _KEY_SECRET, _KEY_TOKEN = STORAGE_SECRET_KEYS
 #: Requests in flight when reading many shard results at once.
 READ_PARALLELISM: Final = 16
-#: Failed customers listed in full in ``index.json`` (beyond this, the shard files have them).
-INDEX_FAILED_MAX: Final = 100_000
 
 
 class CredentialsError(ValueError):
@@ -143,55 +151,50 @@ class ReleaseStorage:
         self.stores(folder).put(folder, name, body, content_type="application/x-ndjson")
         return folder.url + name
 
-    def read_index(self, run: Location) -> dict[str, Any] | None:
+    def read_index(self, run: Location) -> RunReport | None:
         try:
-            data: dict[str, Any] = json.loads(self.stores(run).get(run, INDEX_NAME))
+            return RunReport.from_bytes(self.stores(run).get(run, INDEX_NAME))
         except NotFound:
             return None
         except ValueError:
             return None  # not ours, or torn: it is rewritten whole below
-        return data
 
-    def write_index(self, run: Location, doc: Mapping[str, Any]) -> str:
-        body = json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n"
-        self.stores(run).put(run, INDEX_NAME, body, content_type="application/json")
+    def write_index(self, run: Location, doc: RunReport) -> str:
+        self.stores(run).put(run, INDEX_NAME, doc.to_bytes(), content_type="application/json")
         return run.url + INDEX_NAME
 
 
 # ----------------------------------------------------------------------------------- the index
 
 
-def step_entry(run: RunStatus, fold: StepFold, folder: Location) -> dict[str, Any]:
+def step_entry(run: RunStatus, fold: StepFold, folder: Location) -> StepEntry:
     """One step of the run in ``index.json``: its Job, its customers and every shard's result file."""
-    shards = []
-    for v in fold.views:
-        entry: dict[str, Any] = {
-            "index": v.index,
-            "state": v.state.value,
-            "customers": v.customers,
-            "succeeded": v.succeeded,
-            "failed": v.failed,
-            "attempts": v.attempts,
-            "results": folder.url + shard_results_key(v.index),
-        }
-        if v.duration_seconds is not None:
-            entry["seconds"] = v.duration_seconds
-        if v.error:
-            entry["error"] = v.error
-        if v.summary is not None:
-            entry["objects"] = v.summary.objects.model_dump()
-        shards.append(entry)
-    return {
-        "step": run.step.value,
-        "stepId": run.step_id,
-        "job": run.job,
-        "folder": folder.url,
-        "snapshot": run.snapshot.model_dump(mode="json"),
-        "customers": run.snapshot.count,
-        "succeeded": fold.step_succeeded,
-        "failed": fold.step_failed,
-        "shards": shards,
-    }
+    shards = [
+        ShardEntry(
+            index=v.index,
+            state=v.state.value,
+            customers=v.customers,
+            succeeded=v.succeeded,
+            failed=v.failed,
+            attempts=v.attempts,
+            seconds=v.duration_seconds,
+            error=v.error or None,
+            objects=Objects.model_validate(v.summary.objects.model_dump()) if v.summary is not None else None,
+            results=folder.url + shard_results_key(v.index),
+        )
+        for v in fold.views
+    ]
+    return StepEntry(
+        step=run.step.value,
+        step_id=run.step_id,
+        job=run.job,
+        folder=folder.url,
+        snapshot=Snapshot.model_validate(run.snapshot.model_dump()),
+        customers=run.snapshot.count,
+        succeeded=fold.step_succeeded,
+        failed=fold.step_failed,
+        shards=shards,
+    )
 
 
 def failed_customers(
@@ -200,30 +203,30 @@ def failed_customers(
     fold: StepFold,
     size: int,
     step_records: Sequence[Record] | None,
-) -> list[dict[str, Any]]:
+) -> list[FailedEntry]:
     """Every customer of the step that did not succeed, with its reason (from the shards' files;
     a shard that wrote none contributes its whole slice, with the shard's error as the reason)."""
     failed_views = [v for v in fold.views if v.failed]
     results = storage.step_results(folder, [v.index for v in failed_views])
-    out: list[dict[str, Any]] = []
+    out: list[FailedEntry] = []
     for v in failed_views:
         rows = results.get(v.index)
         if rows is not None:
-            out.extend({"id": r.id, "reason": r.reason or "", "shard": v.index} for r in rows if not r.ok)
+            out.extend(FailedEntry(id=r.id, reason=r.reason or "", shard=v.index) for r in rows if not r.ok)
         elif step_records is not None:
             start = v.index * size
             reason = v.error or "the shard wrote no results"
             out.extend(
-                {"id": str(r["id"]), "reason": reason, "shard": v.index}
+                FailedEntry(id=str(r["id"]), reason=reason, shard=v.index)
                 for r in step_records[start : start + v.customers]
             )
-        if len(out) >= INDEX_FAILED_MAX:
+        if len(out) >= FAILED_MAX:
             break
-    return out[:INDEX_FAILED_MAX]
+    return out[:FAILED_MAX]
 
 
 def index_document(  # noqa: PLR0913 (keyword-only parts of one document)
-    previous: Mapping[str, Any] | None,
+    previous: RunReport | None,
     *,
     namespace: str,
     name: str,
@@ -231,35 +234,39 @@ def index_document(  # noqa: PLR0913 (keyword-only parts of one document)
     run_id: str,
     spec: WebReleaseSpec,
     status: WebReleaseStatus,
-    step: Mapping[str, Any],
-    failed: Sequence[Mapping[str, Any]],
+    step: StepEntry,
+    failed: Sequence[FailedEntry],
     outcome: str | None,
     reason: str,
     message: str,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> RunReport:
     """The run's ``index.json``: the steps so far (``step`` replaces an earlier entry of the same id),
     the totals, and every failed customer of the latest step. ``outcome`` None: the run goes on."""
-    steps = [s for s in (previous or {}).get("steps", []) if s.get("stepId") != step["stepId"]]
-    steps.append(dict(step))
-    return {
-        "apiVersion": "webrelease.dev/v1alpha1",
-        "kind": "WebReleaseReport",
-        "namespace": namespace,
-        "release": name,
-        "generation": generation,
-        "runId": run_id,
-        "source": spec.source.url,
-        "target": spec.target.url,
-        "dryRun": spec.dry_run,
-        "startedAt": status.start_time,
-        "updatedAt": (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "outcome": outcome,
-        "reason": reason,
-        "message": message,
-        "snapshot": status.snapshot.model_dump(mode="json") if status.snapshot is not None else None,
-        "customers": status.customers.model_dump(),
-        "objects": status.objects.model_dump(),
-        "steps": steps,
-        "failed": list(failed),
-    }
+    steps = previous.with_step(step) if previous is not None else [step]
+    stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return RunReport(
+        launcher="cluster",
+        namespace=namespace,
+        release=name,
+        generation=generation,
+        run_id=run_id,
+        source=spec.source.url,
+        target=spec.target.url,
+        dry_run=spec.dry_run,
+        started_at=status.start_time,
+        updated_at=stamp,
+        finished_at=status.completion_time if outcome is not None else None,
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        snapshot=Snapshot.model_validate(status.snapshot.model_dump())
+        if status.snapshot is not None
+        else None,
+        customers=Customers.model_validate(status.customers.model_dump()),
+        shards=Shards.model_validate(status.shards.model_dump()),
+        objects=Objects.model_validate(status.objects.model_dump()),
+        steps=steps,
+        failed=list(failed),
+        failed_total=step.failed,
+    )
