@@ -119,11 +119,11 @@ class S3Endpoint:
 
     def client(self, **config: Any) -> S3Client:
         """A fresh boto3 S3 client for test setup and checks (not the store's client)."""
-        cfg = Config(
-            s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": 5},
-            **config,
-        )
+        settings: dict[str, Any] = {
+            "s3": {"addressing_style": "path"},
+            "retries": {"mode": "standard", "max_attempts": 5},
+        }
+        cfg = Config(**{**settings, **config})
         return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url,

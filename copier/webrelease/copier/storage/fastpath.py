@@ -4,11 +4,11 @@ ListObjectsV2 pages.
 botocore spends ~2.4 ms of client CPU on one CopyObject (event hooks, urllib3, signing, parsing);
 this path spends about a fifth of that: it signs SigV4 itself (the signing key cached per day),
 keeps one keep-alive ``http.client`` connection per thread and host, and parses listings with
-ElementTree. It only ever handles the **success case**: any non-2xx answer, a CopyObject 200 whose
-body is an ``<Error>``, a connection error or anything unexpected makes it return ``None`` and
-the caller (:class:`~webrelease.copier.storage.s3.S3Store`) sends the same request again through
-boto3, which does the retries, the throttling backoff and the error messages. It never retries
-and never raises.
+ElementTree. It only ever handles the **success case** and **throttling**: a 429/503 answer raises
+:class:`SlowDown` (the caller, :class:`~webrelease.copier.storage.s3.S3Store`, backs off and
+sends it again, see governor.py); any other non-2xx answer, a CopyObject 200 whose body is an
+``<Error>``, a connection error or anything unexpected makes it return ``None`` and the caller
+sends the same request again through boto3, which gives the error messages. It never retries.
 
 **Where to send, how to sign**: nothing is configured twice. The route of a bucket (scheme, host,
 port, path or virtual-host addressing, signing region) is learnt from a request boto3 sent to
@@ -19,9 +19,10 @@ region) forgets the route, so the next boto3 success learns it again. Credential
 the boto3 client resolved (refreshable ones are asked for their current value per request; a
 session token is sent as ``x-amz-security-token``).
 
-**Throttling and outages**: a 429/5xx answer or a failure to connect pauses the fast path for a
-few seconds, so that while S3 is slowing us down every request goes through boto3 and its
-adaptive rate limiter (the fast path does not add requests on top).
+**Throttling and outages**: a 429/503 answer is :class:`SlowDown`: the store's governor halves
+its pace and the request is sent again on the fast path (boto3 would only add CPU per request
+while S3 is the limit). Another 5xx answer or a failure to connect pauses the fast path for a few
+seconds: every request goes through boto3 and the store's retries meanwhile.
 
 **Request events**: every request this path sends is reported to ``on_request`` before it is
 sent, like boto3's; a request that falls back is therefore reported twice (or more, with boto3's
@@ -81,6 +82,15 @@ class _Unexpected(Exception):
     """A response this path does not handle: fall back."""
 
 
+class SlowDown(Exception):
+    """S3 answered 429 or 503 (SlowDown): send it again later, at a lower pace."""
+
+    def __init__(self, operation: str, status: int) -> None:
+        super().__init__(f"{operation}: HTTP {status} (slow down)")
+        self.operation = operation
+        self.status = status
+
+
 def _route_from(bucket: str, key: str | None, url: str, authorization: str) -> Route | None:
     """The route a boto3 request to ``bucket`` used, if it is one this path can reproduce."""
     scope = _CREDENTIAL_SCOPE.search(authorization)
@@ -129,6 +139,8 @@ class FastPath:
         #: Requests this path completed, and requests it handed to boto3 (for tests and stats).
         self.completed = 0
         self.fell_back = 0
+        #: Requests S3 answered 429/503 (raised as SlowDown).
+        self.throttled = 0
 
     @classmethod
     def for_client(cls, client: Any, *, on_request: RequestHook | None) -> FastPath | None:
@@ -298,6 +310,8 @@ class FastPath:
             return self._send_to(
                 route, operation, bucket, key, method=method, headers=headers, body=body, query=query
             )
+        except SlowDown:
+            raise
         except Exception as exc:  # by design: anything unexpected is boto3's to handle
             conns = getattr(self._local, "conns", None)
             stale = conns.pop((route.scheme, route.host, route.port), None) if conns else None
@@ -376,7 +390,10 @@ class FastPath:
         if 200 <= status < 300:
             self.completed += 1
             return data
-        if status in (429, 503) or status >= 500:
+        if status in (429, 503):
+            self.throttled += 1
+            raise SlowDown(operation, status)
+        if status >= 500:
             self._paused_until = time.monotonic() + self.pause
         elif status not in (403, 404):
             # e.g. a redirect to the bucket's real region: learn the route again from boto3.

@@ -2,13 +2,21 @@
 
 - **Connections**: the client's pool holds ``max_in_flight`` connections (plus room for the parts
   of a multipart copy), so no thread waits for a connection and none is thrown away.
-- **Retries**: botocore's *adaptive* mode (exponential backoff with jitter, and a client-wide
-  token bucket that lowers the send rate when S3 throttles) with a generous attempt count.
-  botocore also keeps a retry *quota* per client that a long throttling storm drains, after which
-  it stops retrying; throttling errors that get through are therefore retried again here, with
-  backoff, until ``throttle_deadline`` seconds have passed for that request, and only then
-  surface as a StorageError that says S3 kept throttling. Throttling slows a release down; it
-  fails it only when it never ends.
+- **Throttling**: the store owns the back-off (botocore sends each request once: its retry
+  modes sleep on an exponential schedule per request and stop when a client-wide quota is
+  drained, which under a sustained SlowDown storm turns a run of seconds into minutes; see
+  docs/storage.md for the numbers). Every request, fast path or boto3, takes a slot of the
+  store's :class:`~webrelease.copier.storage.governor.Governor`: an AIMD window of requests in
+  flight that SlowDown answers shrink (times 0.7 once per round trip) and successes grow (+1 per
+  round trip), so that several shard processes on one prefix converge on S3's limit instead of
+  each collapsing to a crawl. A throttled request is sent again as soon as the window has room,
+  until ``throttle_deadline`` seconds have passed for that request; only then does it surface
+  as a StorageError that says S3 kept throttling. Throttling slows a release down to the rate
+  S3 grants; it fails it only when it never ends.
+- **Other retries** (also here, not in botocore): an unreachable server (refused, dropped or
+  timed-out connection) for up to ``unreachable_deadline`` seconds, and a transient 5xx
+  (InternalError, RequestTimeout, 500/502/504) up to ``max_attempts`` attempts, both with
+  jittered exponential backoff from ``throttle_backoff`` seconds.
 - **Requests**: every request actually sent (each retry too) is reported to ``on_request``
   from botocore's ``before-send`` event, with the bucket and key of the call.
 - **Errors** become NotFound / StorageError with the operation, the object's URL and S3's error
@@ -38,9 +46,8 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
     ConnectionError,
-    EndpointConnectionError,
+    HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     ReadTimeoutError,
@@ -60,7 +67,8 @@ from webrelease.copier.storage.base import (
     check_metadata,
     guess_content_type,
 )
-from webrelease.copier.storage.fastpath import FastPath, Page
+from webrelease.copier.storage.fastpath import FastPath, Page, SlowDown
+from webrelease.copier.storage.governor import Governor
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -80,7 +88,7 @@ MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 512 * MiB
 #: Parts of one multipart copy copied at the same time.
 PART_COPY_CONCURRENCY = 8
-#: botocore attempts per request (adaptive mode), before our own throttling retries.
+#: Attempts per request that meets a transient server error (throttling has its own deadline).
 DEFAULT_MAX_ATTEMPTS = 10
 #: How long one request may keep being throttled before it fails.
 DEFAULT_THROTTLE_DEADLINE_S = 600.0
@@ -107,6 +115,10 @@ THROTTLING_CODES = frozenset(
         "429",
     }
 )
+_TRANSIENT_CODES = frozenset(
+    {"InternalError", "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
+)
+_TRANSIENT_STATUS = frozenset({500, 502, 504})
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
 _ACCESS_CODES = frozenset(
     {
@@ -159,6 +171,8 @@ class S3Store:
         self,
         client: S3Client,
         *,
+        max_in_flight: int = 64,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         on_request: RequestHook | None = None,
         multipart_threshold: int = MULTIPART_COPY_THRESHOLD,
         part_size: int = DEFAULT_PART_SIZE,
@@ -175,6 +189,9 @@ class S3Store:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} (S3's minimum part size)")
         self._client = client
         self._on_request = on_request
+        self.max_attempts = max(1, max_attempts)
+        #: The AIMD window of requests in flight (throttling), shared by every thread.
+        self.governor = Governor(max_in_flight)
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.throttle_deadline = throttle_deadline
@@ -227,7 +244,8 @@ class S3Store:
         config = Config(
             region_name=settings.region,
             max_pool_connections=max_in_flight + PART_COPY_CONCURRENCY,
-            retries={"mode": "adaptive", "max_attempts": max_attempts},
+            # One attempt: the store retries (throttling through its governor, see above).
+            retries={"mode": "standard", "total_max_attempts": 1},
             s3={"addressing_style": settings.addressing_style},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -241,6 +259,8 @@ class S3Store:
         threshold = multipart_threshold or MULTIPART_COPY_THRESHOLD
         return cls(
             client,
+            max_in_flight=max_in_flight + PART_COPY_CONCURRENCY,
+            max_attempts=max_attempts,
             on_request=on_request,
             multipart_threshold=threshold,
             # Parts as big as the threshold (within S3's bounds): a lowered threshold (tests)
@@ -328,52 +348,85 @@ class S3Store:
             return StorageError(self._mask(f"{what}: {type(exc).__name__}: {exc}"))
         return StorageError(self._mask(f"{what}: {type(exc).__name__}"))
 
-    def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
-        """Call the client; keep retrying throttling until ``throttle_deadline``; translate errors."""
-        deadline: float | None = None
+    def _call(
+        self, what: str, fn: Callable[..., T], *, fast: Callable[[], T | None] | None = None, **kwargs: Any
+    ) -> T:
+        """Send one request within the governor's window: through ``fast`` first (the fast path;
+        None means "send it through boto3"), else ``fn(**kwargs)``. SlowDown: the window shrinks
+        and the request is sent again until ``throttle_deadline``; an unreachable server or a
+        transient 5xx: backoff and again. Errors are translated."""
+        throttled_since: float | None = None
+        unreachable_since: float | None = None
+        transient = 0
         attempt = 0
         while True:
+            started = self.governor.acquire()
+            ok = throttled = False
+            failure: Exception | None = None
             try:
-                result = fn(**kwargs)
-                if self._fast is not None:
-                    self._fast.confirm()
-                return result
+                if fast is not None:
+                    try:
+                        answer = fast()
+                    except SlowDown:
+                        throttled = True
+                    else:
+                        if answer is not None:
+                            ok = True
+                            return answer
+                if not throttled:
+                    result = fn(**kwargs)
+                    ok = True
+                    if self._fast is not None:
+                        self._fast.confirm()
+                    return result
             except ClientError as exc:
                 if self._fast is not None:
                     self._fast.forget()
                 code = str(exc.response.get("Error", {}).get("Code") or "")
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if code in THROTTLING_CODES or (not code and status in (429, 503)):
-                    now = time.monotonic()
-                    if deadline is None:
-                        deadline = now + self.throttle_deadline
-                    if now < deadline:
-                        attempt += 1
-                        delay = random.uniform(
-                            0, min(_THROTTLE_BACKOFF_MAX_S, self.throttle_backoff * 2**attempt)
-                        )
-                        time.sleep(max(0.0, min(delay, deadline - now)))
-                        continue
-                    raise StorageError(
-                        f"{what}: {self._endpoint} kept throttling ({code or status}: slow down) for "
-                        f"{self.throttle_deadline:.0f} s despite backoff; lower worker.objectsInFlight "
-                        "or spread the sites over more prefixes"
-                    ) from None
-                raise self._error(exc, what) from None
-            except (EndpointConnectionError, ConnectionClosedError) as exc:
-                # unreachable: like throttling, it slows the release down until a deadline
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.unreachable_deadline
-                if now >= deadline:
+                    throttled = True
+                elif (code in _TRANSIENT_CODES or status in _TRANSIENT_STATUS) and (
+                    transient + 1 < self.max_attempts
+                ):
+                    transient += 1
+                    failure = exc
+                else:
                     raise self._error(exc, what) from None
-                attempt += 1
-                delay = random.uniform(0, min(_THROTTLE_BACKOFF_MAX_S, self.throttle_backoff * 2**attempt))
-                time.sleep(max(0.0, min(delay, deadline - now)))
+            except (ConnectionError, HTTPClientError) as exc:
+                # unreachable (refused, dropped, timed out): like throttling, it slows the
+                # release down until a deadline
+                if self._fast is not None:
+                    self._fast.forget()
+                now = time.monotonic()
+                if unreachable_since is None:
+                    unreachable_since = now
+                if now - unreachable_since >= self.unreachable_deadline:
+                    raise self._error(exc, what) from None
+                failure = exc
             except BotoCoreError as exc:
                 if self._fast is not None:
                     self._fast.forget()
                 raise self._error(exc, what) from None
+            finally:
+                self.governor.release(started, ok=ok, throttled=throttled)
+            if throttled:
+                now = time.monotonic()
+                if throttled_since is None:
+                    throttled_since = now
+                if now - throttled_since >= self.throttle_deadline:
+                    raise StorageError(
+                        f"{what}: {self._endpoint} kept throttling (SlowDown: slow down) for "
+                        f"{self.throttle_deadline:.0f} s despite backoff; lower worker.objectsInFlight "
+                        "or spread the sites over more prefixes"
+                    )
+                continue  # the governor paces the next attempt
+            assert failure is not None
+            attempt += 1
+            delay = random.uniform(0, min(_THROTTLE_BACKOFF_MAX_S, self.throttle_backoff * 2**attempt))
+            if unreachable_since is not None and failure is not None:
+                delay = min(delay, max(0.0, unreachable_since + self.unreachable_deadline - time.monotonic()))
+            time.sleep(delay)
 
     @staticmethod
     def _check(loc: Location) -> None:
@@ -398,14 +451,17 @@ class S3Store:
                 return
 
     def _list_page(self, loc: Location, token: str | None) -> Page:
-        if self._fast is not None:
-            fast = self._fast.list_page(loc.bucket, loc.prefix, token)
-            if fast is not None:
-                return fast
+        fast_path = self._fast
+
+        def fast() -> Page | None:
+            return None if fast_path is None else fast_path.list_page(loc.bucket, loc.prefix, token)
+
         kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Prefix": loc.prefix}
         if token:
             kwargs["ContinuationToken"] = token
-        page = self._call(f"listing {loc.url}", self._client.list_objects_v2, **kwargs)
+        page: Any = self._call(f"listing {loc.url}", self._client.list_objects_v2, fast=fast, **kwargs)
+        if isinstance(page, Page):
+            return page
         return Page(
             [(o.get("Key", ""), int(o.get("Size", 0)), o.get("ETag")) for o in page.get("Contents", [])],
             bool(page.get("IsTruncated")),
@@ -417,7 +473,8 @@ class S3Store:
             response = self._call(what, self._client.get_object, **kwargs)
             body = response["Body"]
             try:
-                return body.read()
+                data: bytes = body.read()
+                return data
             except (IncompleteReadError, ResponseStreamingError, ReadTimeoutError, ConnectionError) as exc:
                 if attempt == _STREAM_READ_ATTEMPTS - 1:
                     raise self._error(exc, what) from None
@@ -455,13 +512,18 @@ class S3Store:
         check_key(key, loc.prefix)
         meta = check_metadata(metadata)
         content_type = content_type or guess_content_type(key)
-        if self._fast is not None and self._fast.put(
-            loc.bucket, loc.prefix + key, body, content_type=content_type, metadata=meta
-        ):
-            return
+        fast_path = self._fast
+
+        def fast() -> Any:
+            if fast_path is None:
+                return None
+            done = fast_path.put(loc.bucket, loc.prefix + key, body, content_type=content_type, metadata=meta)
+            return True if done else None
+
         self._call(
             f"writing {loc.url}{key}",
             self._client.put_object,
+            fast=fast,
             Bucket=loc.bucket,
             Key=loc.prefix + key,
             Body=body,
@@ -509,16 +571,22 @@ class S3Store:
             kwargs["MetadataDirective"] = "REPLACE"
             kwargs["ContentType"] = content_type or guess_content_type(dst_key)
             kwargs["Metadata"] = meta or {}
-        if self._fast is not None and self._fast.copy(
-            src_bucket=src.bucket,
-            src_key=src.prefix + src_key,
-            bucket=dst.bucket,
-            key=dst.prefix + dst_key,
-            content_type=kwargs.get("ContentType"),
-            metadata=kwargs.get("Metadata"),
-        ):
-            return
-        self._call(what, self._client.copy_object, **kwargs)
+        fast_path = self._fast
+
+        def fast() -> Any:
+            if fast_path is None:
+                return None
+            done = fast_path.copy(
+                src_bucket=src.bucket,
+                src_key=src.prefix + src_key,
+                bucket=dst.bucket,
+                key=dst.prefix + dst_key,
+                content_type=kwargs.get("ContentType"),
+                metadata=kwargs.get("Metadata"),
+            )
+            return True if done else None
+
+        self._call(what, self._client.copy_object, fast=fast, **kwargs)
 
     def _multipart_copy(
         self,
