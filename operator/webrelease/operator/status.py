@@ -19,8 +19,9 @@ The full per-customer results live in the report location (``status.report.url``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol, TypedDict, Unpack
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -227,6 +228,47 @@ class RunStatus(StatusModel):
     started: Annotated[str, Field(description="RFC 3339 time this step's Job was created.")] | None = None
 
 
+class StatusChange(TypedDict, total=False):
+    """Fields of :class:`WebReleaseStatus` a transition may set, with their types: mypy checks every
+    change's names and values (``tests/unit/test_status_transitions.py`` keeps this in step with
+    the model)."""
+
+    observed_generation: int | None
+    conditions: list[Condition]
+    progress: str | None
+    start_time: str | None
+    completion_time: str | None
+    run: RunStatus | None
+    retry_token: str | None
+    customers: CustomerCounts
+    shards: ShardCounts
+    objects: ObjectTotals
+    shard_statuses: list[ShardStatus]
+    shard_statuses_omitted: int
+    failed_customers: FailedCustomers
+    snapshot: SnapshotStatus | None
+    report: ReportRef | None
+
+
+class Folded(Protocol):
+    """What a fold of a step's pods says (``aggregate.StepFold`` is one)."""
+
+    @property
+    def progress(self) -> str: ...
+    @property
+    def customers(self) -> CustomerCounts: ...
+    @property
+    def shards(self) -> ShardCounts: ...
+    @property
+    def objects(self) -> ObjectTotals: ...
+    @property
+    def shard_statuses(self) -> Sequence[ShardStatus]: ...
+    @property
+    def shard_statuses_omitted(self) -> int: ...
+    @property
+    def failed_customers(self) -> FailedCustomers: ...
+
+
 class WebReleaseStatus(StatusModel):
     """``status`` of a WebRelease."""
 
@@ -265,6 +307,79 @@ class WebReleaseStatus(StatusModel):
     def is_true(self, kind: ConditionType) -> bool:
         cond = self.condition(kind)
         return cond is not None and cond.status == "True"
+
+    # -- transitions: the only ways the operator changes a status ----------------------------------
+
+    def changed(self, **change: Unpack[StatusChange]) -> WebReleaseStatus:
+        """A copy with ``change`` applied (names and types checked by mypy)."""
+        return self.model_copy(update=change)
+
+    def with_conditions(self, conditions: list[Condition]) -> WebReleaseStatus:
+        return self.changed(conditions=conditions)
+
+    def with_fold(self, fold: Folded, conditions: list[Condition]) -> WebReleaseStatus:
+        """The counters, shards and failed customers of ``fold``, and ``conditions``."""
+        return self.changed(
+            conditions=conditions,
+            progress=fold.progress,
+            customers=fold.customers,
+            shards=fold.shards,
+            objects=fold.objects,
+            shard_statuses=list(fold.shard_statuses),
+            shard_statuses_omitted=fold.shard_statuses_omitted,
+            failed_customers=fold.failed_customers,
+        )
+
+    def observed(self, generation: int, conditions: list[Condition]) -> WebReleaseStatus:
+        """``generation`` has been looked at (e.g. found invalid); nothing else changes."""
+        return self.changed(observed_generation=generation, conditions=conditions)
+
+    def started(
+        self,
+        run: RunStatus,
+        fold: Folded,
+        conditions: list[Condition],
+        *,
+        snapshot: SnapshotStatus,
+        report: ReportRef,
+        retry_token: str | None,
+        new_run: bool,
+    ) -> WebReleaseStatus:
+        """A step has started (its Job exists): the run's step, its fold, the run's snapshot and
+        report; ``new_run`` starts the run's clock, a later step keeps it."""
+        keep_clock = not new_run and self.start_time is not None
+        return self.with_fold(fold, conditions).changed(
+            observed_generation=run.generation,
+            start_time=self.start_time if keep_clock else run.started,
+            completion_time=None,
+            retry_token=retry_token,
+            run=run,
+            snapshot=snapshot,
+            report=report,
+        )
+
+    def finished(self, now: str) -> WebReleaseStatus:
+        """The run has ended (the final condition is set with it)."""
+        return self.changed(completion_time=now)
+
+    def failed(
+        self, generation: int, conditions: list[Condition], *, now: str, retry_token: str | None
+    ) -> WebReleaseStatus:
+        """The run of ``generation`` cannot go on (``conditions`` say why); ``retry_token`` is the
+        retry annotation this failure answers."""
+        return self.changed(
+            observed_generation=generation,
+            conditions=conditions,
+            completion_time=now,
+            retry_token=retry_token,
+        )
+
+    def with_report(self, url: str, index: str | None) -> WebReleaseStatus:
+        return self.changed(report=ReportRef(url=url, index=index))
+
+    def retry_seen(self, token: str) -> WebReleaseStatus:
+        """The retry annotation ``token`` has been acted on (or found nothing to do)."""
+        return self.changed(retry_token=token)
 
     def to_k8s(self) -> dict[str, Any]:
         """The JSON written to the API: camelCase, ``None`` left out, shard entries compact."""
