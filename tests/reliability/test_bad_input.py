@@ -269,6 +269,11 @@ def _rec(cid: str, **fields: Any) -> dict[str, Any]:
     return {**good_customer(cid), **fields}
 
 
+#: nine levels of ten aliases each: 10**9 nodes once expanded, 300 bytes written
+_ALIAS_BOMB = "lol0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"lol{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)
+)
+
 REFUSED: dict[str, Refused] = {
     # -- the release file
     "not YAML": Refused(_text("spec: [unclosed\n"), ("not valid YAML",)),
@@ -389,6 +394,81 @@ REFUSED: dict[str, Refused] = {
     ),
     "list: two customers, one site": Refused(
         _same, ("line 2", "same site"), customers=_lines(_rec("other", slug="good-1"))
+    ),
+    # -- sites that overlap what a run reads or keeps (issue 11: each was "ok" and pruned it)
+    "target inside the build": Refused(
+        _spec("spec.target.url", lambda w: f"s3://{w.build}/build/sites/{{slug}}/"),
+        ("spec.target.url", "inside the build", "put the sites in a folder of their own"),
+    ),
+    "target in the reports": Refused(
+        _spec("spec.reports.url", lambda w: f"s3://{w.sites}/"),
+        ("spec.target.url", "inside the reports"),
+    ),
+    "overrides inside the own site": Refused(
+        _spec("spec.overrides.url", lambda w: f"s3://{w.sites}/sites/{{slug}}/ov/"),
+        ("spec.overrides.url", "inside its own site", "put overrides in a folder beside the sites"),
+    ),
+    "reports inside the build": Refused(
+        _spec("spec.reports.url", lambda w: f"s3://{w.build}/build/reports/"),
+        ("spec.reports.url", "keep spec.reports.url outside spec.source.url"),
+    ),
+    "list inside the build": Refused(
+        _spec("spec.customers.url", lambda w: f"s3://{w.build}/build/customers.jsonl"),
+        ("spec.customers.url", "the customer list"),
+    ),
+    "a customer whose site is the build": Refused(
+        _spec("spec.target.url", lambda w: f"s3://{w.build}/{{slug}}/"),
+        ("line 2", "customer 'b-1'", "would be the build (spec.source.url", "change its 'slug'"),
+        customers=_lines(_rec("b-1", slug="build")),
+    ),
+    "a customer whose site holds every override": Refused(
+        _spec("spec.target.url", lambda w: f"s3://{w.build}/{{slug}}/"),
+        ("line 2", "customer 'o-1'", "its site", "overrides", "overlap"),
+        customers=_lines(_rec("o-1", slug="overrides")),
+    ),
+    "a customer whose site holds the list": Refused(
+        _spec("spec.target.url", lambda w: f"s3://{w.build}/{{slug}}/"),
+        ("line 2", "customer 'l-1'", "would contain the customer list (spec.customers.url"),
+        customers=_lines(_rec("l-1", slug="lists")),
+    ),
+    "a customer whose site is the reports": Refused(
+        _spec("spec.reports.url", lambda w: f"s3://{w.sites}/sites/reports/"),
+        ("line 2", "customer 'r-1'", "would be the reports (spec.reports.url"),
+        customers=_lines(_rec("r-1", slug="reports")),
+    ),
+    "a customer whose site is another's overrides": Refused(
+        _spec("spec.overrides.url", lambda w: f"s3://{w.sites}/sites/{{id}}/"),
+        ("line 3", "customer 'x-2'", "its site", "is customer 'x-1''s overrides (line 2)"),
+        customers=_lines(_rec("x-1", slug="a"), _rec("x-2", slug="x-1")),
+    ),
+    # -- values taken exactly (issue 11 items 3, 9, 10)
+    "list: id with a trailing newline": Refused(
+        _same, ("line 2", "'good-1\\n'", "not a valid customer id"), customers=_lines(_rec("good-1\n"))
+    ),
+    "list: target field a list": Refused(
+        _same,
+        ("line 2", "customer 'v-1'", "field 'slug' is a list (['a', 'b'])"),
+        customers=_lines(_rec("v-1", slug=["a", "b"])),
+    ),
+    "list: target field a boolean": Refused(
+        _same,
+        ("line 2", "customer 'v-2'", "field 'slug' is a boolean (True)"),
+        customers=_lines(_rec("v-2", slug=True)),
+    ),
+    "list: a key twice in a record": Refused(
+        _same,
+        ("line 2", "the key 'id' appears twice in one record"),
+        customers=_lines(b'{"id": "d-1", "slug": "d-1", "id": "d-2"}'),
+    ),
+    "release: a key twice": Refused(
+        lambda doc, w: yaml.safe_dump(doc, sort_keys=False).replace(
+            "  target:\n", f"  target:\n    url: s3://{w.sites}/other/{{slug}}/\n  target:\n", 1
+        ),
+        ("release.yaml, line", "the key 'target' appears twice in one mapping (also on line", "remove one"),
+    ),
+    "release: alias bomb": Refused(
+        lambda doc, w: yaml.safe_dump(doc, sort_keys=False) + _ALIAS_BOMB,
+        ("expands to more than 200000 nodes",),
     ),
 }
 

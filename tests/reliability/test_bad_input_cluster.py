@@ -15,6 +15,7 @@ import pytest
 
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane, Kube, api_path
+from tests.harness.id_corpus import ID_CORPUS
 from tests.harness.operator_harness import (
     OperatorProcess,
     apply,
@@ -29,6 +30,7 @@ from tests.harness.operator_harness import (
 from tests.harness.s3_fixtures import unique_bucket_name
 from tests.harness.s3server import S3Endpoint
 from tests.reliability.kit import BUILD, TEMPLATES, changed, client_for, inventory
+from webrelease.copier.customers import id_problem
 
 pytestmark = [pytest.mark.reliability, pytest.mark.storage]
 
@@ -99,6 +101,14 @@ def _inline(*records: dict[str, Any]) -> Callable[[Spec, Place], None]:
     return _set("customers", {"inline": [{"id": "a", "apiUrl": "x", "name": "A", "plan": "p"}, *records]})
 
 
+def _both(*changes: Callable[[Spec, Place], None]) -> Callable[[Spec, Place], None]:
+    def change(spec: Spec, place: Place) -> None:
+        for one in changes:
+            one(spec, place)
+
+    return change
+
+
 CASES: dict[str, Hostile] = {
     "unicode id": Hostile(
         _inline({"id": "ünï"}), reason="InvalidCustomerList", says=("item 1", "not a valid customer id")
@@ -122,6 +132,38 @@ CASES: dict[str, Hostile] = {
         _set("customers", {"inline": [{"id": f"c{i}"} for i in range(101)]}), rejected="spec.customers.inline"
     ),
     "a 2 MiB inline record": Hostile(_inline({"id": "big", "name": "n" * (2 << 20)}), rejected="too large"),
+    # issue 11: sites that overlap what a run reads or keeps; values taken exactly
+    "target inside the build": Hostile(
+        _set("target", lambda p: {"url": f"s3://{p.bucket}/build/sites/{{id}}/"}),
+        rejected="every site would lie inside the build",
+    ),
+    "overrides inside the own site": Hostile(
+        _set("overrides", lambda p: {"url": f"s3://{p.bucket}/sites/{{id}}/ov/"}),
+        rejected="inside or around its own site",
+    ),
+    "reports inside the build": Hostile(
+        _set("reports", lambda p: {"url": f"s3://{p.bucket}/build/reports/"}),
+        rejected="the reports and the build overlap",
+    ),
+    "a customer whose site is the build": Hostile(
+        _both(
+            _set("target", lambda p: {"url": f"s3://{p.bucket}/{{id}}/"}),
+            _inline({"id": "build", "apiUrl": "x", "name": "B", "plan": "p"}),
+        ),
+        reason="InvalidCustomerList",
+        says=("item 1", "customer 'build'", "would be the build (spec.source.url"),
+    ),
+    "an id with a trailing newline": Hostile(
+        _inline({"id": "b\n"}), reason="InvalidCustomerList", says=("item 1", "not a valid customer id")
+    ),
+    "a target field that is a list": Hostile(
+        _both(
+            _set("target", lambda p: {"url": f"s3://{p.bucket}/sites/{{slug}}/"}),
+            _inline({"id": "b", "slug": ["x", "y"], "apiUrl": "x", "name": "B", "plan": "p"}),
+        ),
+        reason="InvalidCustomerList",
+        says=("item 1", "customer 'b'", "field 'slug' is a list"),
+    ),
 }
 
 
@@ -147,3 +189,18 @@ def test_hostile_release_refused_in_the_cluster(case: str, place: Place) -> None
             assert says in failed["message"], failed["message"]
     assert jobs_of(place.kube, place.namespace, name) == []
     assert not changed(before, inventory(place.s3)), sorted(changed(before, inventory(place.s3)))[:10]
+
+
+def test_the_id_rule_of_the_crd_is_the_python_one(place: Place) -> None:
+    """The id corpus through the real apiserver (``canary.ids`` carries the id pattern; a server-side
+    dry run validates without storing): what it accepts is exactly what the copier accepts."""
+    disagree = []
+    for text in ID_CORPUS:
+        spec = {**place.spec(), "canary": {"ids": [text]}}
+        body = manifest("dry-" + uuid.uuid4().hex[:8], spec)
+        response = place.kube.open("POST", release_path(place.namespace), body=body, query={"dryRun": "All"})
+        apiserver = response.status < 400
+        assert response.status in (200, 201, 422), response.data[:500]
+        if apiserver != (id_problem(text) is None):
+            disagree.append((text, apiserver, response.data[:200]))
+    assert not disagree, disagree

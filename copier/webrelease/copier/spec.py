@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     field_validator,
     model_validator,
@@ -224,8 +225,66 @@ class Worker(Model):
 DEFAULT_ENTRYPOINTS = ("index.html", "**/*.html")
 
 
+def _folder_cel(url: str) -> str:
+    """CEL: the URL ``url`` (a CEL expression) as a folder, ending with '/'."""
+    return f"({url}.endsWith('/') ? {url} : {url} + '/')"
+
+
+_TARGET_FIXED = "self.target.url.substring(0, self.target.url.indexOf('{'))"
+_OVERRIDES_FIXED = "self.overrides.url.substring(0, self.overrides.url.indexOf('{'))"
+_SOURCE = _folder_cel("self.source.url")
+_REPORTS = _folder_cel("self.reports.url")
+_PLACEHOLDER = "self.target.url.contains('{')"
+
+#: The layout rules of ``webrelease.copier.places.layout_problems`` that CEL can say (on the URLs as
+#: written: the models also compare ``file://`` URLs percent-decoded, and relative ones), so that
+#: ``kubectl apply`` refuses them; the operator re-validates with the models anyway.
+LAYOUT_CEL_RULES: Final[tuple[dict[str, JsonValue], ...]] = (
+    {
+        "rule": f"!{_PLACEHOLDER} || !{_TARGET_FIXED}.startsWith({_SOURCE})",
+        "message": "every site would lie inside the build (spec.source.url): put the sites in a "
+        "folder of their own, beside the build",
+        "fieldPath": ".target.url",
+    },
+    {
+        "rule": f"!{_PLACEHOLDER} || !{_TARGET_FIXED}.startsWith({_REPORTS})",
+        "message": "every site would lie inside the reports (spec.reports.url): put the sites in a "
+        "folder of their own, beside the reports",
+        "fieldPath": ".target.url",
+    },
+    {
+        "rule": "!has(self.overrides) || !(self.overrides.url.startsWith(self.target.url)"
+        " || self.target.url.startsWith(self.overrides.url))",
+        "message": "every customer's overrides would lie inside or around its own site: put "
+        "overrides in a folder beside the sites",
+        "fieldPath": ".overrides.url",
+    },
+    {
+        "rule": f"!({_REPORTS}.startsWith({_SOURCE}) || {_SOURCE}.startsWith({_REPORTS}))",
+        "message": "the reports and the build overlap: every site would receive the reports; keep "
+        "spec.reports.url outside spec.source.url",
+        "fieldPath": ".reports.url",
+    },
+    {
+        "rule": f"!has(self.customers.url) || !self.customers.url.startsWith({_SOURCE})",
+        "message": "the customer list lies inside the build: every site would receive it; keep "
+        "spec.customers.url outside spec.source.url",
+        "fieldPath": ".customers.url",
+    },
+    {
+        "rule": "!has(self.overrides) || !self.overrides.url.contains('{')"
+        f" || !{_OVERRIDES_FIXED}.startsWith({_SOURCE})",
+        "message": "the overrides lie inside the build: every site would receive every customer's "
+        "overrides; keep spec.overrides.url outside spec.source.url",
+        "fieldPath": ".overrides.url",
+    },
+)
+
+
 class WebReleaseSpec(Model):
     """``spec`` of a WebRelease (docs/design.md "The API")."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": list(LAYOUT_CEL_RULES)})
 
     source: Source
     target: Target

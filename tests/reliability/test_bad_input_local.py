@@ -1,0 +1,239 @@
+"""Bad input on local folders: sites that overlap what a run reads or keeps, percent escapes in
+``file://`` locations, values that are not what they look like (issue 11).
+
+Every case runs ``webrelease run`` (``webrelease.cli.main``) on ``file://`` locations under one
+folder, which is listed whole (every file with its sha256) before and after: a refused case exits
+2 naming the field or line and changes nothing at all; a customer whose value decodes to a path
+fails alone, its site is not written, and nothing but the good sites and the run's report changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from webrelease import cli as webrelease_cli
+
+pytestmark = [pytest.mark.reliability]
+
+Doc = dict[str, Any]
+Tree = dict[str, str]
+
+BUILD = {
+    "index.html": "<!doctype html><h1>{{ name|e }}</h1>\n",
+    "app.js": "console.log(1);\n",
+}
+
+
+def tree(root: Path) -> Tree:
+    """Every file under ``root`` (the release file aside): relative path -> sha256."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "release.yaml"
+    }
+
+
+def changed(before: Tree, after: Tree) -> set[str]:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+def rec(cid: str, **fields: Any) -> dict[str, Any]:
+    return {"id": cid, "slug": cid, "name": f"Name of {cid}", **fields}
+
+
+@dataclass
+class Folders:
+    root: Path
+
+    def setup(self, customers: bytes) -> Folders:
+        for key, body in BUILD.items():
+            path = self.root / "build" / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
+        (self.root / "lists").mkdir(exist_ok=True)
+        (self.root / "lists" / "customers.jsonl").write_bytes(customers)
+        (self.root / "overrides" / "good-1").mkdir(parents=True, exist_ok=True)
+        (self.root / "overrides" / "good-1" / "extra.css").write_text("b{}")
+        (self.root / "sites" / "victim").mkdir(parents=True, exist_ok=True)
+        (self.root / "sites" / "victim" / "index.html").write_text("victim's page")
+        return self
+
+    def url(self, rel: str) -> str:
+        return f"file://{self.root}/{rel}"
+
+    def doc(self) -> Doc:
+        return {
+            "apiVersion": "webrelease.dev/v1alpha1",
+            "kind": "WebRelease",
+            "metadata": {"name": "local"},
+            "spec": {
+                "source": {"url": self.url("build/")},
+                "target": {"url": self.url("sites/{slug}/")},
+                "customers": {"url": self.url("lists/customers.jsonl")},
+                "overrides": {"url": self.url("overrides/{slug}/")},
+                "reports": {"url": self.url("reports/")},
+                "templates": ["index.html"],
+                "prune": True,
+            },
+        }
+
+    def write(self, doc: Doc | str) -> Path:
+        path = self.root / "release.yaml"
+        path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+
+def lines(*records: dict[str, Any] | bytes) -> bytes:
+    return b"".join(
+        (r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in (rec("good-1"), *records)
+    )
+
+
+def run(release: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = webrelease_cli.main(["run", str(release), "--no-progress", "--workers", "1"])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+Change = Callable[[Doc, Folders], Doc | str]
+
+
+def spec_url(section: str, rel: str) -> Change:
+    def change(doc: Doc, f: Folders) -> Doc:
+        doc["spec"][section] = {"url": f.url(rel)}
+        return doc
+
+    return change
+
+
+def same(doc: Doc, f: Folders) -> Doc:
+    return doc
+
+
+@dataclass(frozen=True)
+class Refused:
+    change: Change
+    says: tuple[str, ...]
+    customers: bytes | None = None
+
+
+REFUSED: dict[str, Refused] = {
+    "target inside the build": Refused(
+        spec_url("target", "build/sites/{slug}/"), ("spec.target.url", "inside the build")
+    ),
+    "target inside the build, percent-encoded": Refused(
+        spec_url("target", "bu%69ld/sites/{slug}/"), ("spec.target.url", "inside the build")
+    ),
+    "overrides inside the own site": Refused(
+        spec_url("overrides", "sites/{slug}/ov/"), ("spec.overrides.url", "inside its own site")
+    ),
+    "a customer whose site is the build": Refused(
+        spec_url("target", "{slug}/"),
+        ("line 2", "customer 'b-1'", "would be the build (spec.source.url"),
+        lines(rec("b-1", slug="build")),
+    ),
+    "a customer whose site holds every override": Refused(
+        lambda doc, f: spec_url("overrides", "ov/{slug}/")(spec_url("target", "{slug}/")(doc, f), f),  # type: ignore[arg-type]
+        ("line 2", "customer 'o-1'", "overrides", "overlap"),
+        lines(rec("o-1", slug="ov")),
+    ),
+    "a customer whose site is the reports": Refused(
+        spec_url("reports", "sites/reports/"),
+        ("line 2", "customer 'r-1'", "would be the reports (spec.reports.url"),
+        lines(rec("r-1", slug="reports")),
+    ),
+    "two slugs, one folder once decoded": Refused(
+        same,
+        ("line 3", "customer 'p-2' has the same site", "/sites/ab/ as 'p-1'"),
+        lines(rec("p-1", slug="ab"), rec("p-2", slug="a%62")),
+    ),
+    "'%' after a placeholder": Refused(
+        spec_url("target", "sites/{slug}%{id}/"), ("spec.target.url", "percent escape")
+    ),
+    "id with a trailing newline": Refused(
+        same, ("line 2", "not a valid customer id"), lines(rec("good-1\n"))
+    ),
+    "target field a list": Refused(
+        same, ("line 2", "customer 'v-1'", "field 'slug' is a list"), lines(rec("v-1", slug=["a", "b"]))
+    ),
+    "target field a boolean": Refused(
+        same, ("line 2", "customer 'v-2'", "field 'slug' is a boolean"), lines(rec("v-2", slug=False))
+    ),
+    "a key twice in a record": Refused(
+        same, ("line 2", "the key 'slug' appears twice"), lines(b'{"id": "d-1", "slug": "a", "slug": "b"}')
+    ),
+    "a key twice in the release": Refused(
+        lambda doc, f: yaml.safe_dump(doc, sort_keys=False).replace(
+            "  prune: true\n", "  prune: true\n  prune: false\n"
+        ),
+        ("release.yaml, line", "the key 'prune' appears twice"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED), ids=list(REFUSED))
+def test_refused_on_local_folders(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = REFUSED[case]
+    f = Folders(tmp_path).setup(bad.customers if bad.customers is not None else lines())
+    release = f.write(bad.change(f.doc(), f))
+    before = tree(tmp_path)
+    code, text = run(release, capsys)
+    assert code == 2, text
+    for says in bad.says:
+        assert says in text, f"{says!r} not in: {text[-1500:]}"
+    assert "Traceback" not in text
+    assert not changed(before, tree(tmp_path)), sorted(changed(before, tree(tmp_path)))[:10]
+
+
+def test_an_alias_bomb_is_refused_in_well_under_a_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = Folders(tmp_path).setup(lines())
+    bomb = "lol0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"lol{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)
+    )
+    release = f.write(yaml.safe_dump(f.doc(), sort_keys=False) + bomb)
+    before = tree(tmp_path)
+    start = time.process_time()
+    code, text = run(release, capsys)
+    cpu = time.process_time() - start
+    assert code == 2, text
+    assert "expands to more than 200000 nodes" in text
+    assert cpu < 1, f"{cpu:.2f} s of CPU to refuse it"
+    assert not changed(before, tree(tmp_path))
+
+
+def test_values_that_decode_to_a_path_fail_their_customer_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``c%2Fd`` would be ``sites/c/d/`` (nested in customer ``c``'s site, pruned by it on every
+    other run); ``%2e%2e`` would be ``sites/..``; each fails alone, the good customers are exact."""
+    bad = {"n-1": "c%2Fd", "n-2": "%2e%2e", "n-3": "x%5Cy", "n-4": "a%0Ab"}
+    customers = lines(rec("c"), *(rec(cid, slug=slug) for cid, slug in bad.items()))
+    f = Folders(tmp_path).setup(customers)
+    release = f.write(f.doc())
+    before = tree(tmp_path)
+    code, text = run(release, capsys)
+    after = tree(tmp_path)
+    assert code == 3, text
+    for cid in bad:
+        line = next((ln for ln in text.splitlines() if ln.startswith(f"failed {cid}:")), "")
+        assert "decoded from" in line and "not a single safe path segment" in line, text
+    written = changed(before, after)
+    allowed = ("sites/good-1/", "sites/c/", "reports/")
+    assert all(k.startswith(allowed) for k in written), sorted(written)
+    assert not (tmp_path / "sites" / "c" / "d").exists()
+    site_c = sorted(k for k in after if k.startswith("sites/c/") and "/.webrelease-meta/" not in k)
+    assert site_c == ["sites/c/app.js", "sites/c/index.html"]
+    assert (tmp_path / "sites" / "good-1" / "extra.css").read_text() == "b{}"
+    assert (tmp_path / "sites" / "victim" / "index.html").read_text() == "victim's page"
