@@ -10,6 +10,7 @@ import pytest
 
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.s3server import S3Endpoint
+from tests.harness.throttle import Stats, ThrottleProxy
 from tests.reliability.conftest import ReleaseFactory
 from tests.reliability.kit import (
     WEBRELEASE,
@@ -116,3 +117,54 @@ def test_throttling_storm_mid_run(
         assert rate_during < rate_before, (rate_before, rate_during)
         acct = accounting_from_results(rel.results_under(rel.local_runs()[-1]))
         check_outcome(rel, acct, tmp_path, tally)
+
+
+#: The sustained throttled run: writes per second the S3 front grants the sites' bucket.
+THROTTLE_RATE = 80
+
+
+def test_throttled_release_converges_on_the_limit(
+    s3_server: S3Endpoint, make_release: ReleaseFactory, tmp_path: Path, tally: Tally
+) -> None:
+    """A whole release behind an S3 front that grants 80 writes/s per bucket (503 SlowDown above,
+    like S3 per prefix), sustained for the whole run: two shard processes share the limit. The
+    run completes within a bounded time (at most 2x the time the limit itself imposes, plus
+    start-up), every good customer is exact, and there is no retry storm (requests sent per
+    write at most 1.3)."""
+    with ThrottleProxy(s3_server, rate=THROTTLE_RATE) as proxy:
+        rel = make_release(s3_server, make_customers(240, 3), spec_endpoint=proxy.endpoint)
+        writes = len(rel.good) * 7
+        bound = 2 * writes / THROTTLE_RATE + 30
+        start = time.monotonic()
+        proc = _popen_run(rel)
+        try:
+            out, err = proc.communicate(timeout=bound)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the throttled run took more than {bound:.0f} s:\n{err[-3000:]}")
+        tally.seconds = time.monotonic() - start
+        stats = proxy.stats()
+        proxy.set_rate(10_000)  # the checks below read through the release's endpoint: the proxy
+        _check_throttled(rel, stats, proc.returncode, out + err, writes, tmp_path, tally)
+
+
+def _check_throttled(
+    rel: BigRelease, stats: Stats, returncode: int, output: str, writes: int, tmp_path: Path, tally: Tally
+) -> None:
+    site_writes = stats.writes_ok.get(rel.sites_bucket, 0)
+    steady = stats.last_write - stats.first_write if stats.first_write and stats.last_write else 0.0
+    sent_writes = stats.received.get("write", 0)
+    all_writes = sum(stats.writes_ok.values())
+    tally.runs, tally.customers, tally.faults = 1, len(rel.ids), stats.total_throttled
+    tally.notes.append(
+        f"{stats.total_throttled} of {stats.total} requests answered 503 SlowDown at {THROTTLE_RATE} "
+        f"writes/s; {site_writes} site writes, {all_writes / max(steady, 1e-9):.0f} writes/s between the "
+        f"first and the last; {sent_writes / max(all_writes, 1):.3f} write requests per write"
+    )
+    assert returncode == 3, output
+    assert stats.throttled.get("write", 0) > 0, "the limit was reached (the test can fail)"
+    assert site_writes >= writes, (site_writes, writes)
+    assert sent_writes / all_writes <= 1.3, tally.notes[-1]
+    acct = accounting_from_results(rel.results_under(rel.local_runs()[-1]))
+    check_outcome(rel, acct, tmp_path, tally)

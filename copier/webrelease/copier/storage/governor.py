@@ -16,8 +16,8 @@ on a shared rate without talking to each other:
   succeeded yet). A later SlowDown cuts the rate again the same way, at most once per round
   trip and only for a request sent after the last cut (answers to requests already in flight
   at a cut say nothing new).
-- **increase**: each success adds 1/8 request per second to the rate (so the rate grows by about
-  an eighth per second: it finds capacity that others released within seconds), never above
+- **increase**: each success adds 1/4 request per second to the rate (so the rate grows by about
+  a quarter per second: it finds capacity that others released within seconds), never above
   twice the rate it actually sent at; far above that, the pace is dropped.
 
 Why pace rather than only shrink the number in flight: a SlowDown answer comes back in a
