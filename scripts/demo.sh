@@ -15,3 +15,7 @@ echo
 echo "Sites:  $(pwd)/out/demo/sites/<customer>/   (open out/demo/sites/acme/index.html in a browser)"
 echo "Report: $(pwd)/out/demo/reports/default/demo/<run-id>/index.json"
 echo "Run 'make demo' again: nothing is copied twice. 'webrelease plan examples/release.yaml -v' shows what would change."
+# the newest run's page (run ids sort by time)
+page="$(ls -d "$(pwd)"/out/demo/reports/default/demo/*/report.html | sort | tail -n 1)"
+echo
+echo "Report page (open it in a browser): $page"

@@ -67,6 +67,9 @@ def test_run_plan_verify_on_local_folders(example: Path, tmp_path: Path) -> None
     assert index["kind"] == "WebReleaseReport" and index["launcher"] == "local"
     assert index["customers"] == {"total": 5, "succeeded": 5, "failed": 0, "pending": 0}
     assert (index["exitCode"], index["outcome"], index["failed"]) == (0, "Complete", [])
+    page = (reports[0] / "report.html").read_text()
+    assert f"page:      file://{reports[0]}/report.html" in run.stdout
+    assert '<b id="customers-succeeded" style="color: var(--ok)">5</b>' in page
     assert sorted(p.name for p in sites.iterdir()) == ["acme", "globex", "hooli", "initech", "umbrella.eu"]
     build = example.parent / "build"
     assert (sites / "initech" / "assets" / "img" / "logo.png").read_bytes() == (

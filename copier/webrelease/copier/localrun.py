@@ -37,10 +37,12 @@ from webrelease.copier.customers import (
 )
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, combine
 from webrelease.copier.progress import Progress
+from webrelease.copier.reportpage import render_page
 from webrelease.copier.results import ShardSummary, decode_results, fold
 from webrelease.copier.runlayout import (
     LOCAL_NAMESPACE,
     MAIN_STEP,
+    PAGE_NAME,
     ShardPlan,
     local_run_id,
     plan_shards,
@@ -334,11 +336,13 @@ def _stamp(when: datetime) -> str:
 
 
 def write_index(stores: StoreSet, outcome: LocalRunResult, spec: WebReleaseSpec) -> RunReport:
-    """Write the run's ``index.json``; the document written."""
+    """Write the run's ``index.json`` and ``report.html``; the document written."""
     assert outcome.report is not None
     failed, total = failed_customers(stores, outcome)
     doc = run_report(outcome, spec, failed, total)
-    stores(outcome.report).put(outcome.report, INDEX_NAME, doc.to_bytes(), content_type="application/json")
+    store = stores(outcome.report)
+    store.put(outcome.report, INDEX_NAME, doc.to_bytes(), content_type="application/json")
+    store.put(outcome.report, PAGE_NAME, render_page(doc), content_type="text/html; charset=utf-8")
     return doc
 
 
@@ -354,6 +358,7 @@ def describe(outcome: LocalRunResult, spec: WebReleaseSpec, *, failed_max: int =
         f"{o['deleted']} deleted, {o['bytes']} bytes written",
         f"sites:     {spec.target.url}",
         f"report:    {outcome.report.url}  ({INDEX_NAME}, customers.jsonl, {MAIN_STEP}/shards/<index>.jsonl)",
+        f"page:      {outcome.report.url}{PAGE_NAME}",
     ]
     shown = 0
     for s in outcome.summaries:

@@ -65,6 +65,7 @@ from webrelease.operator.reports import (
     credentials_from_secret,
     failed_customers,
     index_document,
+    page_url,
     run_location,
     step_entry,
 )
@@ -654,9 +655,14 @@ async def _plan_run(
         message=decision.message,
     )
     index = await _call(storage.write_index, run_folder, doc)
-    status = status.model_copy(update={"report": ReportRef(url=run_folder.url, index=index)})
+    report = ReportRef(url=run_folder.url, index=index, page=page_url(index))
+    status = status.model_copy(update={"report": report})
     await write_status(ctx, rel, status)
-    ctx.post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"dry run: {decision.message}; plan: {plan_url}")
+    ctx.post(
+        rel.body,
+        _OUTCOME_EVENTS[decision.outcome],
+        f"dry run: {decision.message}; plan: {plan_url}; report: {report.page}",
+    )
     ctx.metrics.run_finished(
         rel.namespace,
         rel.name,
@@ -893,9 +899,10 @@ async def _finish(ctx: Context, end: StepEnd, decision: Decision) -> None:
             rel.body, EventReason.STORAGE_PROBLEM, f"writing the report index to {end.run_folder.url}: {exc}"
         )
         raise
-    final = final.model_copy(update={"report": ReportRef(url=status.report.url, index=index)})
+    page = page_url(index)
+    final = final.model_copy(update={"report": ReportRef(url=status.report.url, index=index, page=page)})
     await write_status(ctx, rel, final)
-    ctx.post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"{decision.message}; report: {index}")
+    ctx.post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"{decision.message}; report: {page}")
     ctx.metrics.run_finished(
         rel.namespace,
         rel.name,

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from webrelease.copier.customers import load_customers, site_guard_for, source_for
+from webrelease.copier.reportpage import render_page
 from webrelease.copier.results import CustomerResult, decode_results
-from webrelease.copier.runlayout import run_folder
+from webrelease.copier.runlayout import PAGE_NAME, run_folder
 from webrelease.copier.runreport import (
     FAILED_MAX,
     Customers,
@@ -160,8 +161,16 @@ class ReleaseStorage:
             return None  # not ours, or torn: it is rewritten whole below
 
     def write_index(self, run: Location, doc: RunReport) -> str:
-        self.stores(run).put(run, INDEX_NAME, doc.to_bytes(), content_type="application/json")
+        """Write ``index.json`` and the page made from it, ``report.html``; the index's URL."""
+        store = self.stores(run)
+        store.put(run, INDEX_NAME, doc.to_bytes(), content_type="application/json")
+        store.put(run, PAGE_NAME, render_page(doc), content_type="text/html; charset=utf-8")
         return run.url + INDEX_NAME
+
+
+def page_url(index_url: str) -> str:
+    """The report page next to an ``index.json``."""
+    return index_url.rsplit("/", 1)[0] + "/" + PAGE_NAME
 
 
 # ----------------------------------------------------------------------------------- the index

@@ -173,9 +173,8 @@ def started_status(
             "failed_customers": fold.failed_customers,
             "snapshot": run_snapshot,
             # the index of an earlier step stays valid until this step's replaces it
-            "report": ReportRef(
-                url=report_url,
-                index=None if new_run or previous.report is None else previous.report.index,
-            ),
+            "report": ReportRef(url=report_url)
+            if new_run or previous.report is None
+            else ReportRef(url=report_url, index=previous.report.index, page=previous.report.page),
         }
     )

@@ -181,10 +181,12 @@ class SnapshotStatus(StatusModel):
 
 
 class ReportRef(StatusModel):
-    """Where the run's report is: ``url`` is the run's folder, ``index`` its ``index.json``."""
+    """Where the run's report is: ``url`` is the run's folder, ``index`` its ``index.json``,
+    ``page`` its ``report.html`` (both once a step has ended)."""
 
     url: Annotated[str, Field(max_length=2048)]
     index: Annotated[str, Field(max_length=2048)] | None = None
+    page: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class StepKind(StrEnum):
