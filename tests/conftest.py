@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.s3_fixtures",
     "tests.harness.cluster_fixtures",
     "tests.harness.postgres_fixtures",
+    "tests.harness.browser",
 ]
