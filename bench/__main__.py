@@ -260,6 +260,38 @@ def operator_section(s: Settings, out: list[str]) -> dict[str, object]:
     return results.to_json()
 
 
+def throttle_section(s: Settings, out: list[str]) -> list[dict[str, object]]:
+    from bench import goodput
+
+    log("== goodput under throttling")
+    rows = goodput.run(s, log)
+    out.append("## Goodput under throttling (an S3 front limiting writes per bucket)\n")
+    out.append(
+        (goodput.__doc__ or "").split("\n\n", 1)[1].strip()
+        + f"\n\nBuild: {s.files} files; each run sized for {s.throttle_seconds} s of copying at R. "
+        f"Requests in flight: webrelease {s.in_flight} (worker.objectsInFlight), rclone --transfers "
+        f"{s.in_flight}, s5cmd its default 256 workers; `webrelease-boto3` is the shard with the fast "
+        "path off (every request through boto3, the same governor).\n"
+    )
+    out.append(goodput.tables(rows, s))
+    return [r.to_json() for r in rows]
+
+
+def cluster_section(s: Settings, out: list[str]) -> dict[str, object]:
+    from bench import clusterpath
+
+    result = clusterpath.run(s, log)
+    out.append("## The cluster path end to end, and re-releases at scale\n")
+    out.append((clusterpath.__doc__ or "").split("\n\n", 1)[1].strip() + "\n")
+    out.append(
+        f"Release: {result.customers:,} customers x {result.files} files "
+        f"({s.cluster_customers_per_shard} customers per shard: {result.shards} shards, "
+        f"parallelism {result.parallelism}).\n"
+    )
+    out.append(clusterpath.tables(result))
+    return result.to_json()
+
+
 def main(argv: list[str] | None = None) -> int:
     s = parse(argv)
     started = time.monotonic()
@@ -280,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                     raw["alternatives"] = alternatives_section(st, out).to_json()
                 if "profile" in s.sections:
                     raw["profile"] = profile_section(st, out)
+        if "throttle" in s.sections:
+            raw["throttle"] = throttle_section(s, out)
+        if "cluster" in s.sections:
+            raw["cluster"] = cluster_section(s, out)
         if "operator" in s.sections:
             raw["operator"] = operator_section(s, out)
     finally:

@@ -100,9 +100,16 @@ class Stats:
     forwarded: dict[str, int] = field(default_factory=dict)
     #: successful (2xx) writes forwarded, per bucket
     writes_ok: dict[str, int] = field(default_factory=dict)
-    #: monotonic times of the first and last successful write (None: none yet)
+    #: monotonic times of the first and last successful write (None: none yet), and per bucket
     first_write: float | None = None
     last_write: float | None = None
+    first_write_in: dict[str, float] = field(default_factory=dict)
+    last_write_in: dict[str, float] = field(default_factory=dict)
+
+    def write_span(self, bucket: str) -> float:
+        """Seconds between the first and the last successful write into ``bucket``."""
+        first, last = self.first_write_in.get(bucket), self.last_write_in.get(bucket)
+        return last - first if first is not None and last is not None else 0.0
 
     @property
     def total(self) -> int:
@@ -120,6 +127,8 @@ class Stats:
             "writes_ok": self.writes_ok,
             "first_write": self.first_write,
             "last_write": self.last_write,
+            "first_write_in": self.first_write_in,
+            "last_write_in": self.last_write_in,
         }
 
 
@@ -202,6 +211,8 @@ class ThrottleProxy:
                 dict(s.writes_ok),
                 s.first_write,
                 s.last_write,
+                dict(s.first_write_in),
+                dict(s.last_write_in),
             )
 
     def reset(self) -> None:
@@ -238,6 +249,8 @@ class ThrottleProxy:
             if s.first_write is None:
                 s.first_write = now
             s.last_write = now
+            s.first_write_in.setdefault(bucket, now)
+            s.last_write_in[bucket] = now
 
     # -- serving ----------------------------------------------------------------------------------
 
@@ -380,6 +393,8 @@ def fetch_stats(endpoint_url: str) -> Stats:
         dict(raw["writes_ok"]),
         raw["first_write"],
         raw["last_write"],
+        dict(raw.get("first_write_in") or {}),
+        dict(raw.get("last_write_in") or {}),
     )
 
 

@@ -153,13 +153,13 @@ def _check_throttled(
     rel: BigRelease, stats: Stats, returncode: int, output: str, writes: int, tmp_path: Path, tally: Tally
 ) -> None:
     site_writes = stats.writes_ok.get(rel.sites_bucket, 0)
-    steady = stats.last_write - stats.first_write if stats.first_write and stats.last_write else 0.0
+    steady = stats.write_span(rel.sites_bucket)
     sent_writes = stats.received.get("write", 0)
     all_writes = sum(stats.writes_ok.values())
     tally.runs, tally.customers, tally.faults = 1, len(rel.ids), stats.total_throttled
     tally.notes.append(
         f"{stats.total_throttled} of {stats.total} requests answered 503 SlowDown at {THROTTLE_RATE} "
-        f"writes/s; {site_writes} site writes, {all_writes / max(steady, 1e-9):.0f} writes/s between the "
+        f"writes/s; {site_writes} site writes, {site_writes / max(steady, 1e-9):.0f} writes/s between the "
         f"first and the last; {sent_writes / max(all_writes, 1):.3f} write requests per write"
     )
     assert returncode == 3, output
