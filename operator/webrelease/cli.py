@@ -323,6 +323,12 @@ def _add_status(sub: Subparsers) -> None:
     p.add_argument(
         "--wait", type=float, default=None, metavar="SECONDS", help="wait for the run to end first"
     )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the run live until it ends (progress bar, rate, ETA, shards, latest failures; "
+        "plain lines when not on a terminal); --wait limits how long",
+    )
     p.set_defaults(handler=_status)
 
 
@@ -330,6 +336,13 @@ def _status(args: argparse.Namespace) -> int:
     from webrelease.operator.commands import connect, default_namespace, status_command
 
     namespace = args.namespace or default_namespace(args.kubeconfig)
+    if args.watch:
+        from webrelease.operator.views import watch_command
+
+        tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+        return watch_command(
+            connect(args.kubeconfig), namespace, args.name, sys.stdout, tty=tty, wait=args.wait
+        )
     return status_command(
         connect(args.kubeconfig),
         namespace,
@@ -338,6 +351,51 @@ def _status(args: argparse.Namespace) -> int:
         as_json=args.output == "json",
         wait=args.wait,
     )
+
+
+def _add_report(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "report",
+        help="fetch the report page (report.html) of a WebRelease's latest run, or of a run folder",
+        description="Fetch report.html: of the latest run of the WebRelease NAME (its status names it; "
+        "the release's storage Secret is used when you may read it, else your own credentials), or "
+        "from RUN_URL (a run folder, or its report.html or index.json: s3://… or file://…). Prints "
+        "the local path; --open opens it in a browser.",
+    )
+    p.add_argument("target", metavar="NAME|RUN_URL")
+    p.add_argument("-n", "--namespace", default=None, help="default: the kubeconfig context's namespace")
+    p.add_argument(
+        "--kubeconfig", default=None, help="default: in-cluster, else $KUBECONFIG or ~/.kube/config"
+    )
+    p.add_argument(
+        "--endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL"),
+        help="the S3 endpoint of RUN_URL (default: $AWS_ENDPOINT_URL, else AWS)",
+    )
+    p.add_argument("--out-dir", type=Path, default=Path(), help="where a fetched page is written")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
+    p.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from webrelease.copier.spec import Storage
+    from webrelease.operator.views import PageSource, page_source_of_release, report_command, run_folder_of
+
+    source: PageSource | str
+    if "://" in args.target:
+        try:
+            source = PageSource(run_folder_of(args.target), Storage(endpoint_url=args.endpoint_url))
+        except ValueError as exc:
+            _err(f"{args.target}: {exc}")
+            return EXIT_BAD_INPUT
+    else:
+        from webrelease.operator.commands import connect, default_namespace
+
+        namespace = args.namespace or default_namespace(args.kubeconfig)
+        source = page_source_of_release(connect(args.kubeconfig), namespace, args.target)
+    return report_command(source, sys.stdout, out_dir=args.out_dir, open_it=args.open, opener=webbrowser.open)
 
 
 def _add_retry(sub: Subparsers) -> None:
@@ -411,6 +469,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     _add_verify,
     _add_shard,
     _add_status,
+    _add_report,
     _add_retry,
     _add_operator,
 ]

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 
+from tests.harness.browser import output_folder
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane, Kube, api_path
 from tests.harness.nodeagent import NodeAgent
@@ -243,18 +246,64 @@ def test_fifty_customers_in_five_shards_complete_with_exact_sites_and_report(env
     print(f"\nWebRelease object with 5 shards: {size} bytes")
 
 
-def test_a_local_run_writes_the_layout_and_index_schema_of_a_cluster_run(env: Env, tmp_path: Path) -> None:
+def test_a_local_run_writes_the_layout_and_index_schema_of_a_cluster_run(
+    env: Env, tmp_path: Path, browser: webdriver.Chrome
+) -> None:
     """The same release, run by the operator and by ``webrelease run``: the same files under the
-    run's folder (only the run id differs) and one ``index.json`` schema, read by one model."""
+    run's folder (only the run id differs) and one ``index.json`` schema, read by one model. On the
+    way: ``status --watch`` follows the cluster run, ``webrelease report`` fetches its page, which
+    shows the status's counts in Chromium."""
     s3, bucket, shop = env.s3, env.bucket, env.ns
     records = customers(20, without_api=("c013",))
     put_files(s3, bucket, "builds/v1/", BUILD_V1)
     url = put_customers(s3, bucket, "lists/customers.jsonl", records)
     spec = spec_for(s3, bucket, url)
     assert apply(env.plane, shop, manifest("twin", spec)).returncode == 0
+    kubeconfig = ("-n", shop, "--kubeconfig", str(env.plane.kubeconfig))
+    watch = subprocess.run(
+        [str(VENV_BIN / "webrelease"), "status", "twin", *kubeconfig, "--watch", "--wait", "240"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     body = wait_release(env.kube, shop, "twin", "the run has ended", ended, operator=env.operator)
     assert is_true(body, "Failed"), body["status"]["conditions"]
-    cluster_run = body["status"]["report"]["url"].removeprefix(f"s3://{bucket}/")
+    status = body["status"]
+    cluster_run = status["report"]["url"].removeprefix(f"s3://{bucket}/")
+
+    # the live watch ended with the exit code of status, in plain lines (not a terminal)
+    assert watch.returncode == 3, watch.stdout + watch.stderr
+    assert "\x1b[" not in watch.stdout
+    assert "20/20 customers (1 failed), 2/2 shards" in watch.stdout
+    assert "customers:  20 total, 19 succeeded, 1 failed, 0 pending" in watch.stdout
+
+    # the page is next to index.json, named in the status and in the final Event
+    page_url = status["report"]["page"]
+    assert page_url == status["report"]["index"].removesuffix("index.json") + "report.html"
+    events = env.kube.get(f"/api/v1/namespaces/{shop}/events")["items"]
+    assert any(page_url in e.get("message", "") for e in events if e["reason"] == "RunFailed"), [
+        e.get("message") for e in events
+    ]
+    fetched = subprocess.run(
+        [str(VENV_BIN / "webrelease"), "report", "twin", *kubeconfig, "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    page = Path(fetched.stdout.strip())
+    assert (
+        page.parent == tmp_path and page.read_bytes() == read_prefix(s3, bucket, cluster_run)["report.html"]
+    )
+    browser.get(page.as_uri())
+    browser.save_screenshot(str(output_folder() / "cluster-run.png"))
+    shown = {k: int(browser.find_element(By.ID, f"customers-{k}").text) for k in status["customers"]}
+    assert shown == status["customers"]
+    (row,) = browser.find_elements(By.CSS_SELECTOR, "#failed tr td.id")
+    assert row.text == "c013"
+    assert "webrelease retry twin -n " + shop in browser.find_element(By.ID, "next").text
 
     release = tmp_path / "release.yaml"
     doc = {**manifest("twin", spec), "metadata": {"name": "twin", "namespace": shop}}

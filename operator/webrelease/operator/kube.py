@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, cast
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 from kubernetes.client import ApiException
 
 from webrelease.copier.sources import missing_config_map, missing_secret
@@ -109,6 +110,25 @@ class Kube:
         )
         items: list[Obj] = out.get("items") or []
         return items
+
+    def watch_release(self, namespace: str, name: str, *, seconds: int = 60) -> Iterator[Obj | None]:
+        """The release each time it changes (None once deleted), for up to ``seconds`` (the
+        apiserver then ends the watch; start another)."""
+        stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=max(1, int(seconds)),
+        )
+        for event in stream:
+            obj = event.get("object")
+            if event.get("type") == "DELETED":
+                yield None
+            elif event.get("type") in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                yield cast(Obj, obj)
 
     def patch_release_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj | None:
         """Merge-patch ``status`` (``None`` values delete fields); None if the release is gone."""
