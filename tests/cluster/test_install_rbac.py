@@ -46,6 +46,9 @@ from tests.cluster.test_install import (
 )
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane
+from tests.harness.dashboard import load as load_dashboard
+from tests.harness.dashboard import metric_names
+from tests.harness.dashboard import queries as dashboard_queries
 from tests.harness.helm import CHART, template, values_args
 from tests.harness.s3server import S3Endpoint
 
@@ -268,6 +271,12 @@ def release_and_check(
     assert metric("webrelease_runs_finished_total", outcome="degraded") == 1
     assert metric("webrelease_run_in_progress") == 0
     assert metrics[("webrelease_leader", frozenset())] == 1
+    # the chart's Grafana dashboard reads only what this real operator exports
+    used = {n for expr in dashboard_queries(load_dashboard()) for n in metric_names(expr)}
+    scraped = {name for name, _labels in metrics}
+    assert used and used <= scraped, (
+        f"the dashboard reads metrics the operator does not export: {used - scraped}"
+    )
 
 
 def assert_holds_the_chart_lease(plane: ControlPlane, release: str, namespace: str, pod: str) -> None:
