@@ -205,3 +205,16 @@ def test_percent_tolerance_raises_max_failed_indexes() -> None:
 def test_a_step_without_customers_has_no_job() -> None:
     with pytest.raises(ValueError, match="no shards"):
         build_job(_step(customers=0), DEFAULTS)
+
+
+def test_the_operators_fast_path_switch_reaches_the_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``WEBRELEASE_S3_FAST_PATH=0`` on the operator turns the S3 fast path off in every shard pod
+    it starts; ``spec.storage.fastPath: false`` reaches them with the spec."""
+    monkeypatch.delenv("WEBRELEASE_S3_FAST_PATH", raising=False)
+    assert "WEBRELEASE_S3_FAST_PATH" not in _env(build_job(_step(), DEFAULTS))
+    off = _spec(storage={"fastPath": False})
+    assert (
+        json.loads(_env(build_job(_step(off), DEFAULTS))["WEBRELEASE_SPEC"])["storage"]["fastPath"] is False
+    )
+    monkeypatch.setenv("WEBRELEASE_S3_FAST_PATH", "off")
+    assert _env(build_job(_step(), DEFAULTS))["WEBRELEASE_S3_FAST_PATH"] == "0"

@@ -13,9 +13,10 @@ from webrelease.copier.plan import (
     compare,
     desired_files,
     plan_customer,
+    type_problem,
     undecided,
 )
-from webrelease.copier.storage import ObjectInfo
+from webrelease.copier.storage import ObjectInfo, guess_content_type
 
 IS_ENTRY = GlobSet(["index.html", "**/*.html"])
 
@@ -24,8 +25,12 @@ def want(key: str, md5: str, origin: Origin = Origin.BUILD, size: int = 10, sha:
     return Want(key, origin, size, md5, sha)
 
 
-def have(key: str, md5: str | None, size: int = 10, meta: dict[str, str] | None = None) -> ObjectInfo:
-    return ObjectInfo(key, size, md5, meta or {})
+def have(
+    key: str, md5: str | None, size: int = 10, meta: dict[str, str] | None = None, ctype: str | None = None
+) -> ObjectInfo:
+    """A site object as a HEAD shows it: served with the type the release gives ``key`` unless
+    ``ctype`` says otherwise."""
+    return ObjectInfo(key, size, md5, meta or {}, ctype or guess_content_type(key))
 
 
 BUILD = {
@@ -112,6 +117,30 @@ def test_unknown_md5_is_decided_by_a_head_and_our_metadata() -> None:
     # unanswered: rewritten (when in doubt, copy)
     plan = plan_customer(BUILD, site, is_entrypoint=IS_ENTRY, prune=False)
     assert {a.key for a in plan.writes} >= {"assets/app.js"}
+
+
+def test_the_right_bytes_served_as_another_type_are_rewritten() -> None:
+    """The listing calls the bytes the same; only a HEAD shows the Content-Type (and encoding)."""
+    site = {"assets/app.js": have("assets/app.js", "a1"), "index.html": have("index.html", "i1")}
+    assert undecided(BUILD, site) == ["assets/app.js", "index.html"]
+    assert undecided(BUILD, site, check_type=False) == []
+    heads = {
+        "assets/app.js": have("assets/app.js", "a1", ctype="text/plain"),
+        "index.html": have("index.html", "i1", ctype="TEXT/HTML"),  # types compare case-blind
+    }
+    plan = plan_customer(BUILD, site, is_entrypoint=IS_ENTRY, prune=False, heads=heads)
+    assert [a.key for a in plan.writes if a.key in site] == ["assets/app.js"]
+    assert [a.key for a in plan.unchanged] == ["index.html"]
+    assert type_problem("assets/app.js", BUILD["assets/app.js"], heads["assets/app.js"]) == (
+        "Content-Type 'text/plain', expected 'text/javascript'"
+    )
+    svgz = want("logo.svgz", "s1")
+    plain = ObjectInfo("logo.svgz", 10, "s1", {}, "image/svg+xml")
+    assert type_problem("logo.svgz", svgz, plain) == "Content-Encoding None, expected 'gzip'"
+    assert (
+        type_problem("logo.svgz", svgz, ObjectInfo("logo.svgz", 10, "s1", {}, "image/svg+xml", "gzip"))
+        is None
+    )
 
 
 def test_compare() -> None:

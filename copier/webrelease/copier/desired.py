@@ -13,17 +13,18 @@ lists its site. It writes nothing; a customer whose preparation fails has nothin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final
 
 from webrelease.copier.customers import Record, id_problem, site_guard_for
-from webrelease.copier.globs import GlobError, GlobSet
+from webrelease.copier.globs import GlobError, GlobSet, compile_glob
 from webrelease.copier.plan import Origin, Want, desired_files
 from webrelease.copier.render import MAX_OUTPUT_BYTES, RenderError, Templates
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import (
+    AccessDenied,
     InvalidKey,
     InvalidUrl,
     Location,
@@ -31,17 +32,20 @@ from webrelease.copier.storage import (
     ObjectInfo,
     Store,
     StoreFor,
+    UnusableFile,
     check_key,
     parse_url,
 )
-from webrelease.copier.targets import TargetError, render_target
+from webrelease.copier.targets import TargetError, fixed_prefix, render_target
 
 #: Objects are hashed in ranges of this size (never held whole in memory).
 HASH_CHUNK: Final = 8 * 1024 * 1024
 
 
 class BuildError(ValueError):
-    """The build cannot be released (missing, empty, a bad glob): bad input for every customer."""
+    """The release cannot run for anyone (the build missing, empty or holding a file no site can
+    hold, a pattern that matches nothing, the sites' bucket missing, credentials refused): bad
+    input for every customer, found before anything is written."""
 
 
 class CustomerError(Exception):
@@ -95,6 +99,85 @@ class Build:
         return self.templates.keys
 
 
+def list_build(loc: Location, store: Store) -> dict[str, ObjectInfo]:
+    """Every build file by key; BuildError when the build is missing, empty, unreadable or holds
+    a file that no site could hold under its name (a backslash, an empty or ``..`` segment...)."""
+    try:
+        listing = {i.key: i for i in store.list(loc)}
+    except (NotFound, AccessDenied, UnusableFile) as exc:
+        raise BuildError(f"source {loc.url}: {exc}") from None
+    if not listing:
+        raise BuildError(f"source {loc.url} has no files")
+    for key in listing:
+        try:
+            check_key(key)
+        except InvalidKey as exc:
+            raise BuildError(
+                f"source {loc.url}: build file {key!r} cannot be released: {exc}; rename it"
+            ) from None
+    return listing
+
+
+def check_patterns(spec: WebReleaseSpec, keys: Iterable[str], source: str) -> None:
+    """BuildError naming the first ``templates`` (or explicitly given ``entrypoints``) pattern
+    that matches no build file: a template pattern with a typo would ship its raw ``{{ }}`` source
+    to every site. The default entrypoints may match nothing (a build without HTML)."""
+    keys = list(keys)
+    fields = ["templates"] + (["entrypoints"] if "entrypoints" in spec.model_fields_set else [])
+    for name in fields:
+        for n, pattern in enumerate(getattr(spec, name)):
+            regex = compile_glob(pattern)
+            if not any(regex.fullmatch(k) for k in keys):
+                raise BuildError(
+                    f"spec.{name}.{n}: {pattern!r} matches no file of the build {source}; fix the pattern "
+                    "(relative to the build, e.g. 'index.html' or '**/*.html') or remove it"
+                )
+
+
+def check_buckets(spec: WebReleaseSpec, store_for: StoreFor) -> None:
+    """BuildError when the bucket of the sites (or of the overrides) does not exist or refuses
+    the credentials: one error for the run, instead of every customer failing alike. One
+    listing request (one page of the fixed prefix) per S3 location; folders need no check."""
+    checks = [("spec.target.url", spec.target.url)]
+    if spec.overrides is not None:
+        checks.append(("spec.overrides.url", spec.overrides.url))
+    for name, template in checks:
+        try:
+            loc = parse_url(fixed_prefix(template))
+        except InvalidUrl:
+            continue  # the rendered URLs are checked per customer
+        if loc.scheme != "s3":
+            continue
+        listing = store_for(loc).list(loc)
+        try:
+            next(iter(listing), None)
+        except NotFound:
+            raise BuildError(
+                f"{name}: the bucket {loc.bucket!r} does not exist; create it or fix the URL"
+            ) from None
+        except AccessDenied as exc:
+            raise BuildError(f"{name}: {exc}") from None
+        finally:
+            close = getattr(listing, "close", None)
+            if close is not None:
+                close()
+
+
+def check_build(spec: WebReleaseSpec, store_for: StoreFor) -> dict[str, ObjectInfo]:
+    """Everything about the release that is the same for every customer and can be checked
+    without writing: the build's files, the patterns, the buckets. The build's listing."""
+    try:
+        loc = parse_url(spec.source.url)
+        GlobSet(spec.templates)
+        GlobSet(spec.entrypoints)
+    except (InvalidUrl, GlobError) as exc:
+        raise BuildError(str(exc)) from None
+    listing = list_build(loc, store_for(loc))
+    check_patterns(spec, listing, loc.url)
+    check_buckets(spec, store_for)
+    return listing
+
+
 def prepare_build(spec: WebReleaseSpec, release_name: str, store_for: StoreFor, pool: Executor) -> Build:
     try:
         loc = parse_url(spec.source.url)
@@ -103,12 +186,7 @@ def prepare_build(spec: WebReleaseSpec, release_name: str, store_for: StoreFor, 
     except (InvalidUrl, GlobError) as exc:
         raise BuildError(str(exc)) from None
     store = store_for(loc)
-    try:
-        listing = {i.key: i for i in store.list(loc)}
-    except NotFound as exc:
-        raise BuildError(f"source {loc.url}: {exc}") from None
-    if not listing:
-        raise BuildError(f"source {loc.url} has no files")
+    listing = check_build(spec, store_for)
     template_keys = sorted(k for k in listing if is_template(k))
     too_big = {k for k in template_keys if listing[k].size > MAX_OUTPUT_BYTES}
     bodies = dict(
@@ -200,7 +278,8 @@ def prepare_customer(
     desired = desired_files(build.files, rendered, overrides)
     for key, want in desired.items():  # a key the site cannot hold fails the customer before any write
         try:
-            check_key(key, site.prefix)
+            # S3's 1024-byte limit counts the site's prefix; a local folder's own path does not
+            check_key(key, site.prefix if site.scheme == "s3" else "")
         except InvalidKey as exc:
             raise CustomerError(f"{want.origin.value} {key}: {exc}") from None
     listing: dict[str, ObjectInfo] = {}

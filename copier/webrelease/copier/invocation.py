@@ -40,6 +40,7 @@ from webrelease.copier.spec import (
     describe_validation_error,
     load_yaml_document,
     parse_spec,
+    read_release_text,
 )
 
 ENV_SPEC: Final = "WEBRELEASE_SPEC"
@@ -107,10 +108,7 @@ def shard_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Shar
     """Settings from ``flags`` (argparse names) and ``environ``; SpecError naming what is wrong."""
     spec_file = _pick(flags, "spec_file", environ, ENV_SPEC_FILE)
     if spec_file:
-        try:
-            text = Path(spec_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SpecError("--spec-file", f"cannot read {spec_file}: {exc.strerror}") from None
+        text = read_release_text(spec_file)
         spec, name = parse_release_document(text, spec_file)
     elif environ.get(ENV_SPEC):
         spec, name = parse_release_document(environ[ENV_SPEC], ENV_SPEC)

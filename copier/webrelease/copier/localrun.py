@@ -1,12 +1,14 @@
 """``webrelease run``: a whole run on this machine, the way the operator runs it in a cluster.
 
-1. freeze the customer list into ``<reports>/<namespace>/<release>/<run-id>/customers.jsonl`` in
+1. check what every shard would find wrong alike (:func:`webrelease.copier.desired.check_build`:
+   the build, the patterns, the buckets; exit 2, nothing written);
+2. freeze the customer list into ``<reports>/<namespace>/<release>/<run-id>/customers.jsonl`` in
    bounded memory, as the operator does (:func:`webrelease.copier.snapshot.freeze.freeze_snapshot`;
    a bad list stops here: exit 2, nothing written);
-2. cut it into shards as the operator does (:func:`webrelease.copier.runlayout.plan_shards`) and
+3. cut it into shards as the operator does (:func:`webrelease.copier.runlayout.plan_shards`) and
    run every shard of the ``main`` step as a local worker process (``--workers`` at a time), each
    exactly what a Job pod runs (:func:`webrelease.copier.shard.run_shard`), with a progress bar;
-3. write ``index.json`` and print where the sites and the report are.
+4. write ``index.json`` and print where the sites and the report are.
 
 The folders are those of a cluster run (:mod:`webrelease.copier.runlayout`); only the run id and
 who launches the shards differ.
@@ -35,6 +37,7 @@ from webrelease.copier.customers import (
     site_guard_for,
     source_for,
 )
+from webrelease.copier.desired import BuildError, check_build
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_OK, combine
 from webrelease.copier.progress import Progress
 from webrelease.copier.reportpage import render_page
@@ -65,7 +68,7 @@ from webrelease.copier.shard import ShardJob, run_shard, store_set_for
 from webrelease.copier.snapshot import INDEX_NAME, SnapshotError, SnapshotRef, read_slice, shard_results_key
 from webrelease.copier.snapshot.freeze import freeze_snapshot
 from webrelease.copier.spec import WebReleaseSpec
-from webrelease.copier.storage import Location, NotFound, StorageError, parse_url
+from webrelease.copier.storage import AccessDenied, Location, NotFound, StorageError, parse_url
 from webrelease.copier.storage.storeset import StoreSet
 
 log = logging.getLogger(__name__)
@@ -203,6 +206,10 @@ def run_local(
     stores (tests use it to watch every request); otherwise each shard is a worker process."""
     in_process = stores is not None
     stores = stores or store_set_for(spec)
+    try:  # what would fail every shard alike fails the run once, before anything is written
+        check_build(spec, stores)
+    except BuildError as exc:
+        return LocalRunResult(EXIT_BAD_INPUT, error=str(exc))
     started = datetime.now(UTC)
     run_id = run_id or local_run_id(started)
     report = run_folder(parse_url(spec.reports.url), namespace, release_name, run_id)
@@ -213,6 +220,8 @@ def run_local(
     except NotFound as exc:
         return LocalRunResult(EXIT_BAD_INPUT, error=f"customer list: {exc}")
     except StorageError as exc:
+        if isinstance(exc, AccessDenied):  # credentials refused (it names the object): bad input
+            return LocalRunResult(EXIT_BAD_INPUT, error=str(exc))
         return LocalRunResult(EXIT_CRASH, error=f"writing the snapshot to {report.url}: {exc}")
     except ValueError as exc:
         return LocalRunResult(EXIT_BAD_INPUT, error=f"customer list: {exc}")

@@ -9,11 +9,13 @@ file of the same key, or adds one). :func:`plan_customer` compares it with the s
   **override** (a file of the customer's overrides);
 - with ``prune``, a site file the release does not have is **deleted**.
 
-*Same content* means: the site object's MD5 (its ETag, from the listing) equals the expected MD5.
-When the site object's MD5 is unknown (a multipart upload's ETag) the listing cannot decide;
-:func:`undecided` names those keys, the caller HEADs them and passes the answers back, and the
-metadata webrelease stored when it wrote the object (``webrelease-md5``/``webrelease-sha256``)
-decides.
+*Same content* means: the site object's MD5 (its ETag, from the listing) equals the expected MD5,
+**and** its Content-Type (and Content-Encoding) are the ones the release gives that file — a page
+with the right bytes but served as ``text/plain`` is wrong. The listing carries neither type nor
+metadata, so :func:`undecided` names every key the listing does not already call different; the
+caller HEADs them (one request per file the site already holds) and passes the answers back. When
+the site object's MD5 is unknown (a multipart upload's ETag) the metadata webrelease stored when it
+wrote the object (``webrelease-md5``/``webrelease-sha256``) decides the bytes.
 
 Order (docs/design.md "The API", ``entrypoints``): every non-entrypoint write first, then the
 entrypoints (so that a visitor never loads a new page pointing at an asset not yet copied), then
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Final
 
-from webrelease.copier.storage import ObjectInfo
+from webrelease.copier.storage import ObjectInfo, guess_content_encoding, guess_content_type
 
 #: Object metadata keys webrelease writes on every object it puts or copies.
 META_MD5: Final = "webrelease-md5"
@@ -119,6 +121,21 @@ def compare(want: Want, site: ObjectInfo) -> Verdict:
     return Verdict.UNKNOWN
 
 
+def type_problem(key: str, want: Want, site: ObjectInfo) -> str | None:
+    """How ``site`` (from a HEAD) is served differently from what the release gives ``key``, or
+    None: the Content-Type of a rendered file is its template's, any other file's is guessed from
+    its name (:func:`~webrelease.copier.storage.guess_content_type`), and ``.svgz`` files carry
+    ``Content-Encoding: gzip``."""
+    ctype = want.content_type or guess_content_type(key)
+    have = site.content_type or ""
+    if have.strip().lower() != ctype.lower():
+        return f"Content-Type {have!r}, expected {ctype!r}"
+    encoding = guess_content_encoding(key)
+    if (site.content_encoding or None) != encoding:
+        return f"Content-Encoding {site.content_encoding!r}, expected {encoding!r}"
+    return None
+
+
 def desired_files(
     build: Mapping[str, Want],
     rendered: Mapping[str, Want],
@@ -131,9 +148,14 @@ def desired_files(
     return out
 
 
-def undecided(desired: Mapping[str, Want], site: Mapping[str, ObjectInfo]) -> list[str]:
-    """Keys whose listing cannot tell whether they changed (HEAD them, then pass ``heads``)."""
-    return sorted(k for k, w in desired.items() if k in site and compare(w, site[k]) is Verdict.UNKNOWN)
+def undecided(
+    desired: Mapping[str, Want], site: Mapping[str, ObjectInfo], *, check_type: bool = True
+) -> list[str]:
+    """Keys the listing cannot decide alone (HEAD them, then pass ``heads``): those whose MD5 it
+    does not know, and — with ``check_type`` — every one whose bytes it calls the same, since only
+    a HEAD shows the Content-Type."""
+    wanted = (Verdict.UNKNOWN, Verdict.SAME) if check_type else (Verdict.UNKNOWN,)
+    return sorted(k for k, w in desired.items() if k in site and compare(w, site[k]) in wanted)
 
 
 def plan_customer(
@@ -145,7 +167,8 @@ def plan_customer(
     heads: Mapping[str, ObjectInfo] | None = None,
 ) -> CustomerPlan:
     """The ordered actions that make ``site`` hold ``desired``. ``heads`` answers :func:`undecided`
-    keys (a key left unanswered is rewritten: when in doubt, copy)."""
+    keys (a key whose bytes are unknown and left unanswered is rewritten: when in doubt, copy); a
+    HEAD showing another Content-Type than the release's rewrites the file too."""
     heads = heads or {}
     writes: list[Action] = []
     entry: list[Action] = []
@@ -155,8 +178,11 @@ def plan_customer(
         verdict = Verdict.DIFFERENT
         if key in site:
             verdict = compare(want, site[key])
-            if verdict is Verdict.UNKNOWN and key in heads:
-                verdict = compare(want, heads[key])
+            head = heads.get(key)
+            if verdict is Verdict.UNKNOWN and head is not None:
+                verdict = compare(want, head)
+            if verdict is Verdict.SAME and head is not None and type_problem(key, want, head):
+                verdict = Verdict.DIFFERENT
         if verdict is Verdict.SAME:
             same.append(Action(Op.UNCHANGED, key, want))
             continue

@@ -202,13 +202,27 @@ class Releaser:
                 store.delete(work.site, chunk)
             except Exception as exc:
                 raise CustomerError(f"delete: {exc}") from exc
-            tally.deleted(len(chunk))
 
         futures = [
             self.pool.submit(batch, keys[i : i + DELETE_BATCH]) for i in range(0, len(keys), DELETE_BATCH)
         ]
         for f in futures:
             f.result()
+        # Count only what is gone: S3 answers "deleted" for a key it does not have, and a key it
+        # lists differently from how it parses it back (a carriage return, say) is never deleted.
+        # One more listing of the site, only for a customer that deleted something.
+        try:
+            left = {i.key for i in store.list(work.site)} & set(keys)
+        except StorageError as exc:
+            raise CustomerError(f"delete: checking the site afterwards: {exc}") from exc
+        tally.deleted(len(keys) - len(left))
+        if left:
+            sample = ", ".join(repr(k) for k in sorted(left)[:5])
+            raise CustomerError(
+                f"delete: {len(left)} object(s) still there after the server confirmed deleting them: "
+                f"{sample}; the server does not take their keys back as it lists them: delete them "
+                "with another tool"
+            )
 
     # -- one customer ----------------------------------------------------------------------
 

@@ -190,6 +190,17 @@ class Storage(Model):
     region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
     addressing_style: Literal["auto", "path", "virtual"] = "path"
     secret_ref: SecretRef | None = None
+    #: The S3 fast path (docs/storage.md): copies, puts and listing pages sent by a lean request
+    #: path of its own. ``false`` sends every request through boto3; so does the environment
+    #: variable ``WEBRELEASE_S3_FAST_PATH=0`` on any copier process.
+    fast_path: Annotated[
+        bool,
+        Field(
+            description="Send single-part copies, puts and listing pages through the lean S3 request "
+            "path (the default); false sends every request through boto3, as does the environment "
+            "variable WEBRELEASE_S3_FAST_PATH=0 (docs/storage.md)."
+        ),
+    ] = True
 
 
 class Reports(Model):
@@ -483,9 +494,29 @@ def load_yaml_document(text: str, origin: str) -> Any:
         loader.dispose()
 
 
+def read_release_text(path: str | Path) -> str:
+    """The text of a release file; SpecError naming the file when it is missing, a folder,
+    unreadable or not UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SpecError("", f"{path}: no such file; give the path of a release.yaml") from None
+    except IsADirectoryError:
+        raise SpecError("", f"{path}: is a folder; give the path of a release.yaml") from None
+    except OSError as exc:
+        raise SpecError("", f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            "", f"{path}: not UTF-8 (byte {exc.start}, line {line}); save the file as UTF-8"
+        ) from None
+
+
 def load_release(path: str | Path) -> WebRelease:
     """Read a ``release.yaml`` (the same manifest a user would ``kubectl apply``)."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_release_text(path)
     data = load_yaml_document(text, str(path))
     if not isinstance(data, dict):
         raise SpecError("", f"{path}: expected a WebRelease manifest (a mapping)")

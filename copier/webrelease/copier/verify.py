@@ -6,7 +6,8 @@ site holds, trusting nothing webrelease wrote earlier: no metadata is read. A si
 listing gives an MD5 is compared by it; any other is read back and hashed. It lists:
 
 - ``missing``: a file the release has and the site does not;
-- ``different``: a file whose bytes differ (size or MD5);
+- ``different``: a file whose bytes differ (size or MD5), or whose Content-Type / Content-Encoding
+  is not the one the release gives it (one HEAD per file whose bytes are right);
 - ``extra``: with ``prune``, a site file the release does not have;
 - ``unverifiable``: the customer cannot be prepared (bad id, target, template error...).
 
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 
 from webrelease.copier.customers import Record
 from webrelease.copier.desired import Build, CustomerError, prepare_build, prepare_customer
+from webrelease.copier.plan import type_problem
 from webrelease.copier.spec import WebReleaseSpec
-from webrelease.copier.storage import NotFound, StorageError
+from webrelease.copier.storage import NotFound, ObjectInfo, StorageError
 from webrelease.copier.storage.storeset import StoreSet
 
 MISSING = "missing"
@@ -86,6 +88,19 @@ def audit_customer(
             diffs.append(Difference(cid, MISSING, key))
         elif want.md5 is not None and md5 != want.md5:
             diffs.append(Difference(cid, DIFFERENT, key, f"md5 {md5}, expected {want.md5}"))
+    wrong = {d.key for d in diffs}
+    right_bytes = [k for k in work.desired if k in work.site_listing and k not in wrong]
+
+    def head(key: str) -> ObjectInfo | None:
+        try:
+            return store.head(work.site, key)
+        except NotFound:
+            return None
+
+    for key, info in zip(right_bytes, pool.map(head, right_bytes), strict=True):
+        problem = type_problem(key, work.desired[key], info) if info is not None else None
+        if problem is not None:
+            diffs.append(Difference(cid, DIFFERENT, key, problem))
     if spec.prune:
         diffs.extend(Difference(cid, EXTRA, k) for k in sorted(work.site_listing) if k not in work.desired)
     diffs.sort(key=lambda d: (d.key, d.problem))

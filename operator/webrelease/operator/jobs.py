@@ -41,6 +41,7 @@ from webrelease.copier.invocation import (
 from webrelease.copier.runlayout import ShardPlan
 from webrelease.copier.runreport import tolerated_failures
 from webrelease.copier.spec import WebReleaseSpec
+from webrelease.copier.storage.storeset import ENV_FAST_PATH, fast_path_wanted
 from webrelease.operator.constants import (
     ANNOTATION_REPORT_URL,
     ANNOTATION_SNAPSHOT_SHA256,
@@ -145,6 +146,9 @@ def _env(step: StepJob) -> list[dict[str, Any]]:
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
     ]
+    if step.spec.storage.fast_path and not fast_path_wanted(step.spec.storage):
+        # the operator's own WEBRELEASE_S3_FAST_PATH=0 reaches its shards (docs/storage.md)
+        env.append({"name": ENV_FAST_PATH, "value": "0"})
     secret = step.spec.storage.secret_ref
     if secret is not None:
         for key in STORAGE_SECRET_KEYS:

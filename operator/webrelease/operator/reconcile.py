@@ -30,7 +30,7 @@ from typing import Any, Final
 import kopf
 
 from webrelease.copier.customers import CustomerListError
-from webrelease.copier.desired import BuildError
+from webrelease.copier.desired import BuildError, check_build
 from webrelease.copier.dryrun import encode_plan, plan_release
 from webrelease.copier.runlayout import ShardPlan
 from webrelease.copier.runreport import FailedEntry, StepEntry
@@ -518,6 +518,14 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
             raise kopf.PermanentError(str(exc)) from None
         ctx.post(rel.body, EventReason.STORAGE_PROBLEM, f"{exc} (try {retry + 1}, will try again)")
         raise _temporary(ctx, retry, str(exc)) from None
+    try:  # what would fail every shard alike (the build, a pattern, the sites' bucket): Failed now
+        await _call(check_build, spec, storage.stores)
+    except BuildError as exc:
+        await _call(storage.remove_snapshot, run_folder)
+        await _fail_run(ctx, rel, Reason.BUILD_UNUSABLE, str(exc), EventReason.RUN_FAILED)
+        raise kopf.PermanentError(str(exc)) from None
+    except StorageError as exc:
+        raise _temporary(ctx, retry, f"checking the build: {exc}") from None
 
     kind, rest_pending = first_step(spec)
     if kind == StepKind.PLAN:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from webrelease.copier.storage.base import (
     DEFAULT_CONTENT_TYPE,
     DELETE_BATCH,
+    AccessDenied,
     Credentials,
     InvalidKey,
     InvalidMetadata,
@@ -24,8 +25,10 @@ from webrelease.copier.storage.base import (
     StorageError,
     Store,
     StoreFor,
+    UnusableFile,
     check_key,
     check_metadata,
+    guess_content_encoding,
     guess_content_type,
 )
 from webrelease.copier.storage.local import LocalStore
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "DELETE_BATCH",
+    "AccessDenied",
     "Credentials",
     "InvalidKey",
     "InvalidMetadata",
@@ -50,8 +54,10 @@ __all__ = [
     "StorageError",
     "Store",
     "StoreFor",
+    "UnusableFile",
     "check_key",
     "check_metadata",
+    "guess_content_encoding",
     "guess_content_type",
     "object_url",
     "open_store",

@@ -28,6 +28,15 @@ class NotFound(StorageError):
     """The object or bucket does not exist."""
 
 
+class AccessDenied(StorageError):
+    """The credentials were refused (wrong keys, or no permission): bad input, no retry fixes it."""
+
+
+class UnusableFile(StorageError):
+    """A local file that cannot be an object: a FIFO, socket or device, a symlink leading out of
+    its folder, a broken symlink or a symlink loop. The message names it."""
+
+
 class InvalidKey(StorageError, ValueError):
     """A key that could leave its location (``..``, absolute, backslash, empty segment...)."""
 
@@ -46,6 +55,7 @@ class ObjectInfo:
     md5: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     content_type: str | None = None
+    content_encoding: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +110,44 @@ for _type, _ext in (
     _MIME.add_type(_type, _ext)
 
 
+#: Compressed files (``app.js.gz``) are typed as what their bytes are, the compressed file, never
+#: as what is inside: served as ``text/javascript`` without a Content-Encoding a browser would run
+#: gzip bytes as a script, and served *with* ``Content-Encoding: gzip`` a download link to
+#: ``backup.tar.gz`` would be unpacked by the browser on the way. Brotli has no registered type.
+_COMPRESSED_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": DEFAULT_CONTENT_TYPE,
+}
+#: Extensions whose files are served decoded by the browser (``Content-Encoding``), as Apache's
+#: default configuration does: ``.svgz`` is an SVG image stored gzipped, shown as an image.
+_ENCODED_EXTENSIONS = {".svgz": ("image/svg+xml", "gzip")}
+
+
+def _encoded(key: str) -> tuple[str, str] | None:
+    dot = key.rfind(".")
+    return _ENCODED_EXTENSIONS.get(key[dot:].lower()) if dot >= 0 else None
+
+
 def guess_content_type(key: str) -> str:
     """The Content-Type a web server should send for ``key``, from its extension."""
-    guessed, _encoding = _MIME.guess_type(key, strict=False)
+    encoded = _encoded(key)
+    if encoded is not None:
+        return encoded[0]
+    if key.lower().endswith(".zst"):
+        return "application/zstd"
+    guessed, encoding = _MIME.guess_type(key, strict=False)
+    if encoding is not None:
+        return _COMPRESSED_TYPES.get(encoding, DEFAULT_CONTENT_TYPE)
     return guessed or DEFAULT_CONTENT_TYPE
+
+
+def guess_content_encoding(key: str) -> str | None:
+    """The Content-Encoding to store with ``key`` (``gzip`` for ``.svgz``), or None."""
+    encoded = _encoded(key)
+    return encoded[1] if encoded is not None else None
 
 
 _BAD_SEGMENTS = frozenset({"", ".", ".."})

@@ -187,10 +187,19 @@ class FastPath:
     # -- the requests ----------------------------------------------------------------------------
 
     def put(
-        self, bucket: str, key: str, body: bytes, *, content_type: str, metadata: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        body: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str],
+        encoding: str | None = None,
     ) -> bool:
         """PutObject; True if it succeeded, False if the caller must send it through boto3."""
         headers = {"content-type": content_type}
+        if encoding:
+            headers["content-encoding"] = encoding
         for name, value in metadata.items():
             headers[f"x-amz-meta-{name}"] = value
         return self._send("PutObject", bucket, key, method="PUT", headers=headers, body=body) is not None
@@ -204,6 +213,7 @@ class FastPath:
         key: str,
         content_type: str | None,
         metadata: Mapping[str, str] | None,
+        encoding: str | None = None,
     ) -> bool:
         """Single-part CopyObject (metadata replaced if ``content_type`` is given, else copied)."""
         headers = {"x-amz-copy-source": quote(f"{src_bucket}/{src_key}", safe="/~")}
@@ -212,6 +222,8 @@ class FastPath:
         else:
             headers["x-amz-metadata-directive"] = "REPLACE"
             headers["content-type"] = content_type
+            if encoding:
+                headers["content-encoding"] = encoding
             for name, value in (metadata or {}).items():
                 headers[f"x-amz-meta-{name}"] = value
         body = self._send("CopyObject", bucket, key, method="PUT", headers=headers)

@@ -1,4 +1,4 @@
-# ruff: noqa: PTH101, PTH103, PTH105, PTH106, PTH108, PTH116, PTH118, PTH120, PTH123
+# ruff: noqa: PTH101, PTH103, PTH105, PTH106, PTH108, PTH115, PTH116, PTH118, PTH120, PTH123
 # Plain str paths and os.* calls: keys are joined onto the folder as strings, and the hot path
 # (many small files) avoids building a Path object per call.
 """The ``file://`` backend: a folder on a local filesystem behaves like an S3 prefix.
@@ -40,8 +40,10 @@ from webrelease.copier.storage.base import (
     RequestEvent,
     RequestHook,
     StorageError,
+    UnusableFile,
     check_key,
     check_metadata,
+    guess_content_encoding,
     guess_content_type,
 )
 
@@ -90,7 +92,9 @@ class LocalStore:
 
     def _path(self, loc: Location, key: str) -> str:
         root = self._root(loc)
-        check_key(key, root)
+        # S3's 1024-byte limit is on the key: the folder's own path does not count (a path the
+        # filesystem finds too long fails the request, naming it)
+        check_key(key)
         if META_DIR in key.split("/"):
             raise InvalidKey(f"key {key!r} names the reserved folder {META_DIR}")
         path = root + key
@@ -131,6 +135,8 @@ class LocalStore:
         content_type: str,
         metadata: Mapping[str, str],
         what: str,
+        *,
+        encoding: str | None = None,
     ) -> None:
         """Write a file atomically with its sidecar; ``fill`` writes the bytes and returns their MD5."""
         folder = os.path.dirname(path)
@@ -148,6 +154,7 @@ class LocalStore:
                     "binding": _binding(st),
                     "md5": md5,
                     "content_type": content_type,
+                    "content_encoding": encoding,
                     "metadata": dict(metadata),
                 }
                 fd, tmp_meta = tempfile.mkstemp(dir=meta_dir, prefix="tmp-")
@@ -181,19 +188,7 @@ class LocalStore:
     def list(self, loc: Location) -> Iterator[ObjectInfo]:
         root = self._root(loc)
         self._emit("ListObjectsV2", root)
-        entries: list[tuple[str, str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if d != META_DIR]
-            rel_dir = dirpath[len(root) :].strip("/")
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(full)
-                except OSError:
-                    continue  # deleted while we walked
-                if not stat.S_ISREG(st.st_mode):
-                    continue  # symlinks, sockets, fifos are not objects
-                entries.append((f"{rel_dir}/{name}" if rel_dir else name, full, st))
+        entries = _walk(loc, root)
         entries.sort(key=lambda e: e[0])
         for n, (key, full, st) in enumerate(entries):
             if n and n % _LIST_PAGE == 0:
@@ -253,7 +248,8 @@ class LocalStore:
             f.write(body)
             return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
-        self._write(path, fill, content_type or guess_content_type(key), meta, f"{loc.url}{key}")
+        ctype = content_type or guess_content_type(key)
+        self._write(path, fill, ctype, meta, f"{loc.url}{key}", encoding=guess_content_encoding(key))
 
     def copy(
         self,
@@ -275,9 +271,11 @@ class LocalStore:
             # S3's MetadataDirective COPY: keep the source's content type and metadata.
             sidecar = self._read_sidecar(src_path, st) or {}
             content_type = sidecar.get("content_type") or guess_content_type(src_key)
+            encoding = sidecar.get("content_encoding") if sidecar else guess_content_encoding(src_key)
             meta = dict(sidecar.get("metadata") or {})
         else:
             content_type = content_type or guess_content_type(dst_key)
+            encoding = guess_content_encoding(dst_key)
             meta = meta or {}
 
         def fill(f: IO[bytes]) -> str:
@@ -291,7 +289,7 @@ class LocalStore:
                 raise NotFound(f"{src.url}{src_key}: no such object") from None
             return digest.hexdigest()
 
-        self._write(dst_path, fill, content_type, meta, f"{dst.url}{dst_key}")
+        self._write(dst_path, fill, content_type, meta, f"{dst.url}{dst_key}", encoding=encoding)
 
     def delete(self, loc: Location, keys: Sequence[str]) -> None:
         root = self._root(loc)
@@ -345,4 +343,80 @@ class LocalStore:
             md5=md5,
             metadata=dict(sidecar.get("metadata") or {}),
             content_type=sidecar.get("content_type") or guess_content_type(key),
+            content_encoding=(
+                sidecar.get("content_encoding") if "content_type" in sidecar else guess_content_encoding(key)
+            ),
         )
+
+
+def _walk(loc: Location, root: str) -> list[tuple[str, str, os.stat_result]]:
+    """Every regular file below ``root``: ``(key, path, stat)`` sorted by key.
+
+    A symlink is followed when it resolves inside the folder (a file or a folder; its key is the
+    link's own path) and refused when it leads out of it, is broken or loops; anything that is
+    not a regular file (FIFO, socket, device) is refused too. Refused means UnusableFile naming
+    the entry and what to do: a file silently left out would make a site miss it.
+    """
+    real_root = os.path.realpath(root)
+    inside = real_root.rstrip("/") + "/"
+    out: list[tuple[str, str, os.stat_result]] = []
+
+    def visit(folder: str, rel: str, ancestors: frozenset[str]) -> None:
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(e.name for e in it)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed while we walked
+        except OSError as exc:
+            raise StorageError(f"{loc.url}{rel}: cannot list: {exc.strerror}") from None
+        for name in names:
+            if name == META_DIR:
+                continue
+            key = f"{rel}/{name}" if rel else name
+            full = os.path.join(folder, name)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue  # deleted while we walked
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(full)
+                real = os.path.realpath(full)
+                if real != real_root and not real.startswith(inside):
+                    raise UnusableFile(
+                        f"{loc.url}{key} is a symlink to {target!r}, outside {loc.url}: copy the file "
+                        "into the folder, or make the link point inside it"
+                    )
+                try:
+                    st = os.stat(full)
+                except OSError:
+                    raise UnusableFile(
+                        f"{loc.url}{key} is a symlink to {target!r}, which does not exist (or loops): "
+                        "fix or remove the link"
+                    ) from None
+                if stat.S_ISDIR(st.st_mode) and (real in ancestors or real == real_root):
+                    raise UnusableFile(
+                        f"{loc.url}{key} is a symlink to {target!r}, a folder that contains it (a loop): "
+                        "remove the link"
+                    )
+            if stat.S_ISDIR(st.st_mode):
+                visit(full, key, ancestors | {os.path.realpath(full)})
+            elif stat.S_ISREG(st.st_mode):
+                out.append((key, full, st))
+            else:
+                raise UnusableFile(
+                    f"{loc.url}{key} is {_kind(st.st_mode)}, not a regular file: only files (and "
+                    "symlinks to files inside the folder) can be released; remove it"
+                )
+
+    visit(root.rstrip("/") or "/", "", frozenset({real_root}))
+    return out
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

@@ -56,6 +56,7 @@ from botocore.exceptions import (
 
 from webrelease.copier.storage.base import (
     DELETE_BATCH,
+    AccessDenied,
     Credentials,
     Location,
     NotFound,
@@ -65,6 +66,7 @@ from webrelease.copier.storage.base import (
     StorageError,
     check_key,
     check_metadata,
+    guess_content_encoding,
     guess_content_type,
 )
 from webrelease.copier.storage.fastpath import FastPath, Page, SlowDown
@@ -330,7 +332,7 @@ class S3Store:
             if code in _NOT_FOUND_CODES or (status == 404 and not code):
                 return NotFound(self._mask(f"{what}: not found ({code or 404})"))
             if code in _ACCESS_CODES:
-                return StorageError(
+                return AccessDenied(
                     self._mask(
                         f"{what}: access denied by {self._endpoint} ({code}); check the credentials "
                         "(storage.secretRef or the pod's identity) and their permissions"
@@ -512,12 +514,20 @@ class S3Store:
         check_key(key, loc.prefix)
         meta = check_metadata(metadata)
         content_type = content_type or guess_content_type(key)
+        encoding = guess_content_encoding(key)
         fast_path = self._fast
 
         def fast() -> Any:
             if fast_path is None:
                 return None
-            done = fast_path.put(loc.bucket, loc.prefix + key, body, content_type=content_type, metadata=meta)
+            done = fast_path.put(
+                loc.bucket,
+                loc.prefix + key,
+                body,
+                content_type=content_type,
+                metadata=meta,
+                encoding=encoding,
+            )
             return True if done else None
 
         self._call(
@@ -529,6 +539,7 @@ class S3Store:
             Body=body,
             ContentType=content_type,
             Metadata=meta,
+            **({"ContentEncoding": encoding} if encoding else {}),
         )
 
     def copy(
@@ -571,6 +582,8 @@ class S3Store:
             kwargs["MetadataDirective"] = "REPLACE"
             kwargs["ContentType"] = content_type or guess_content_type(dst_key)
             kwargs["Metadata"] = meta or {}
+            if encoding := guess_content_encoding(dst_key):
+                kwargs["ContentEncoding"] = encoding
         fast_path = self._fast
 
         def fast() -> Any:
@@ -583,6 +596,7 @@ class S3Store:
                 key=dst.prefix + dst_key,
                 content_type=kwargs.get("ContentType"),
                 metadata=kwargs.get("Metadata"),
+                encoding=kwargs.get("ContentEncoding"),
             )
             return True if done else None
 
@@ -682,4 +696,5 @@ class S3Store:
             md5=md5_from_etag(response.get("ETag")),
             metadata=dict(response.get("Metadata", {})),
             content_type=response.get("ContentType"),
+            content_encoding=response.get("ContentEncoding"),
         )

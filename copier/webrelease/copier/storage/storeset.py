@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from webrelease.copier.storage import Credentials, Location, RequestHook, Store, open_store
@@ -12,6 +13,17 @@ if TYPE_CHECKING:
     from webrelease.copier.spec import Storage
 
 Opener = Callable[..., Store]
+
+#: ``WEBRELEASE_S3_FAST_PATH=0`` (or ``false``, ``no``, ``off``) turns the S3 fast path off in
+#: this process, whatever the spec says: a switch that needs no new image nor spec change.
+ENV_FAST_PATH = "WEBRELEASE_S3_FAST_PATH"
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def fast_path_wanted(settings: Storage, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether S3 requests may take the fast path: ``storage.fastPath`` and the environment agree."""
+    env = os.environ if environ is None else environ
+    return settings.fast_path and env.get(ENV_FAST_PATH, "").strip().lower() not in _OFF
 
 
 class StoreSet:
@@ -42,12 +54,14 @@ class StoreSet:
         with self._lock:
             store = self._stores.get(loc.scheme)
             if store is None:
+                extra = {"fast_path": fast_path_wanted(self._settings)} if loc.scheme == "s3" else {}
                 store = self._opener(
                     loc.scheme,
                     self._settings,
                     max_in_flight=self._max_in_flight,
                     credentials=self._credentials,
                     on_request=self._on_request,
+                    **extra,
                 )
                 self._stores[loc.scheme] = store
             return store
