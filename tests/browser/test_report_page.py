@@ -35,6 +35,7 @@ from webrelease.copier.runreport import (
     ShardEntry,
     Shards,
     StepEntry,
+    sum_objects,
 )
 
 pytestmark = pytest.mark.browser
@@ -224,6 +225,7 @@ def large_report(customers: int = 100_000, shards: int = 2_000, failed: int = 5_
         message=f"{failed}/{customers} customers failed",
         customers=Customers(total=customers, succeeded=count, failed=failed),
         shards=Shards(total=shards, succeeded=shards - 100, failed=100),
+        objects=sum_objects(e.objects for e in entries),
         steps=[
             StepEntry(
                 step="main",
