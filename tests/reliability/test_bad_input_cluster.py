@@ -164,6 +164,17 @@ CASES: dict[str, Hostile] = {
         reason="InvalidCustomerList",
         says=("item 1", "customer 'b'", "field 'slug' is a list"),
     ),
+    # issue 11: what would fail every shard alike is Failed before any Job, nothing written
+    "a template pattern that matches no build file": Hostile(
+        _set("templates", ["index.html", "confg.js"]),
+        reason="BuildUnusable",
+        says=("spec.templates.1", "'confg.js'", "matches no file of the build"),
+    ),
+    "the sites' bucket missing": Hostile(
+        _set("target", lambda p: {"url": "s3://no-such-bucket-11b/sites/{id}/"}),
+        reason="BuildUnusable",
+        says=("spec.target.url", "'no-such-bucket-11b'", "does not exist"),
+    ),
 }
 
 
