@@ -116,7 +116,10 @@ def _text(browser: webdriver.Chrome, element_id: str) -> str:
 
 
 def _counts(browser: webdriver.Chrome) -> dict[str, int]:
-    return {k: int(_text(browser, f"customers-{k}")) for k in ("total", "succeeded", "failed", "pending")}
+    return {
+        k: int(_text(browser, f"customers-{k}").replace(",", ""))
+        for k in ("total", "succeeded", "failed", "pending")
+    }
 
 
 def _failed_rows(browser: webdriver.Chrome) -> list[tuple[str, str]]:

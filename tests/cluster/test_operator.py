@@ -299,7 +299,10 @@ def test_a_local_run_writes_the_layout_and_index_schema_of_a_cluster_run(
     )
     browser.get(page.as_uri())
     browser.save_screenshot(str(output_folder() / "cluster-run.png"))
-    shown = {k: int(browser.find_element(By.ID, f"customers-{k}").text) for k in status["customers"]}
+    shown = {
+        k: int(browser.find_element(By.ID, f"customers-{k}").text.replace(",", ""))
+        for k in status["customers"]
+    }
     assert shown == status["customers"]
     (row,) = browser.find_elements(By.CSS_SELECTOR, "#failed tr td.id")
     assert row.text == "c013"
