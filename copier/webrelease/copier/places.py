@@ -221,6 +221,9 @@ class SiteGuard:
         obase = folder_place(fixed_prefix(overrides)) if overrides else None
         #: whether one customer's site could meet another's overrides at all
         self.cross = tbase is not None and obase is not None and tbase.overlaps(obase)
+        # only a place in or around the region sites render into can meet a site: with none (the
+        # usual layout) a customer needs no rendering here (about 7 µs each, 1M customers: 7 s)
+        self.fixed = [f for f in self.fixed if tbase is None or f[1].overlaps(tbase)]
 
     def value_problems(self, record: Mapping[str, Any]) -> str | None:
         """A placeholder field whose value has the wrong type (a list, a boolean...), or None.
@@ -246,7 +249,7 @@ class SiteGuard:
     def problem(self, record: Mapping[str, Any]) -> str | None:
         """Why this customer's site may not be released, naming the field to change, or None."""
         why = self.value_problems(record)
-        if why is not None:
+        if why is not None or not (self.fixed or self.cross):
             return why
         try:
             site_url = render_target(self.target, record)
