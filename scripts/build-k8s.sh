@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the upstream Go modules,
-# and etcd, into cache directories keyed by version; skips the build when the binaries are there.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the kubelet (the node test
+# tier's) from the upstream Go modules, and etcd, into cache directories keyed by version; builds only
+# the binaries that are missing.
 # Prints one line, "K8S_BIN:ETCD_BIN" (the two bin directories).
 #
 # The versions live in one place each: the `k8s.io/kubernetes vX.Y.Z` requirement of
@@ -15,7 +16,7 @@ EV=$(pinned "$HERE/tests/cluster/etcd/go.mod" go.etcd.io/etcd/server/v3)
 [ -n "$KV" ] && [ -n "$EV" ] || { echo "build-k8s.sh: cannot read the pinned versions from the go.mod files" >&2; exit 1; }
 B=$CACHE/k8s-$KV
 E=$CACHE/etcd-$EV
-bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
 have_all() {
   for b in "${bins[@]}"; do [ -x "$B/bin/$b" ] || return 1; done
@@ -30,9 +31,10 @@ fi
 if ! have_all; then
   export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
   start=$SECONDS
-  missing=0; for b in "${bins[@]}"; do [ -x "$B/bin/$b" ] || missing=1; done
-  if [ $missing = 1 ]; then
-    echo "build-k8s.sh: building Kubernetes $KV (first time only; ~10 min on 2 cores)" >&2
+  # Only what is missing is built: adding a binary to the list keeps the ones already in the cache.
+  missing=(); for b in "${bins[@]}"; do [ -x "$B/bin/$b" ] || missing+=("$b"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "build-k8s.sh: building ${missing[*]} $KV (first time only; ~10 min on 2 cores for all)" >&2
     rm -rf "$B/src" "$B/bin.tmp"
     mkdir -p "$B/src" "$B/bin.tmp"
     cp "$HERE/tests/cluster/k8s/go.mod" "$HERE/tests/cluster/k8s/go.sum" "$B/src/"
@@ -43,10 +45,11 @@ if ! have_all; then
       LDF="$LDF -X $p.gitVersion=$KV -X $p.gitMajor=$MAJ -X $p.gitMinor=$MIN -X $p.gitTreeState=clean"
       LDF="$LDF -X $p.buildDate=1970-01-01T00:00:00Z"
     done
-    C=k8s.io/kubernetes/cmd
-    (cd "$B/src" && go build -trimpath -ldflags "$LDF" -o "$B/bin.tmp/" \
-      $C/kube-apiserver $C/kube-controller-manager $C/kube-scheduler $C/kubectl >&2)
-    rm -rf "$B/bin" && mv "$B/bin.tmp" "$B/bin"
+    pkgs=(); for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+    (cd "$B/src" && go build -trimpath -ldflags "$LDF" -o "$B/bin.tmp/" "${pkgs[@]}" >&2)
+    mkdir -p "$B/bin"
+    for b in "${missing[@]}"; do mv "$B/bin.tmp/$b" "$B/bin/$b"; done
+    rm -rf "$B/bin.tmp"
   fi
   if [ ! -x "$E/bin/etcd" ]; then
     echo "build-k8s.sh: building etcd $EV" >&2

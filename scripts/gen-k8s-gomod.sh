@@ -41,7 +41,8 @@ printf 'module webrelease.dev/tests/k8sbuild\n' >go.mod
 mapfile -t edits <edits.txt
 go mod edit "${edits[@]}"
 C=k8s.io/kubernetes/cmd
-go get -tool "$C/kube-apiserver@$KV" "$C/kube-controller-manager@$KV" "$C/kube-scheduler@$KV" "$C/kubectl@$KV" 2>"$TMP/get.log" ||
+go get -tool "$C/kube-apiserver@$KV" "$C/kube-controller-manager@$KV" "$C/kube-scheduler@$KV" "$C/kubectl@$KV" \
+  "$C/kubelet@$KV" 2>"$TMP/get.log" ||
   { cat "$TMP/get.log" >&2; exit 1; }
 go mod tidy
 # The same replaces again, dropped and re-added so that they follow the require block (easier to read).

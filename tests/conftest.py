@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.harness.cluster_fixtures",
     "tests.harness.postgres_fixtures",
     "tests.harness.browser",
+    "tests.harness.node_fixtures",
 ]

@@ -580,8 +580,17 @@ class LocalControlPlane:
     Use as a context manager, or call `start` and `stop` (stop is safe to call more than once).
     """
 
-    def __init__(self, binaries: Binaries, work_dir: Path, *, start_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        binaries: Binaries,
+        work_dir: Path,
+        *,
+        start_timeout_s: float = 120.0,
+        apiserver_args: tuple[str, ...] = (),
+    ) -> None:
+        """``apiserver_args``: extra kube-apiserver flags (the node tier's, to reach its kubelet)."""
         self.binaries = binaries
+        self.apiserver_args = apiserver_args
         self.work_dir = work_dir
         self.log_dir = work_dir / "logs"
         self.kubeconfig = work_dir / "admin.kubeconfig"
@@ -721,6 +730,7 @@ class LocalControlPlane:
                 "--allow-privileged=true",
                 f"--cert-dir={self.work_dir / 'apiserver-certs'}",
                 "--v=1",
+                *self.apiserver_args,
             ],
         )
         write_kubeconfig(

@@ -175,8 +175,12 @@ class S3Server:
         region: str = "us-east-1",
         extra_args: list[str] | None = None,
         verbose: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
+        """``host``: the address to listen on: 127.0.0.1, or the gateway of a pod network a test made
+        (tests/harness/node.py), so that pods reach it too."""
         self._owned_root = root is None
+        self._host = host
         self.root = root or Path(tempfile.mkdtemp(prefix="webrelease-s3-"))
         self._port = port
         self._access_key = access_key
@@ -234,7 +238,7 @@ class S3Server:
         }
         # --keep-alive: reuse connections as S3 does (without it every request pays a TCP
         # handshake); --quiet: no access line per request (errors are still logged).
-        cmd = [str(binary), "--port", f"127.0.0.1:{port}", "--region", self._region, "--keep-alive"]
+        cmd = [str(binary), "--port", f"{self._host}:{port}", "--region", self._region, "--keep-alive"]
         cmd += [*([] if self._verbose else ["--quiet"]), *self._extra_args, "posix", str(data)]
         self._proc = subprocess.Popen(
             cmd,
@@ -245,7 +249,7 @@ class S3Server:
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
-        endpoint = S3Endpoint(f"http://127.0.0.1:{port}", self._access_key, self._secret_key, self._region)
+        endpoint = S3Endpoint(f"http://{self._host}:{port}", self._access_key, self._secret_key, self._region)
         self._wait_ready(endpoint, port)
         return endpoint
 
@@ -257,7 +261,7 @@ class S3Server:
             code = self._proc.poll()
             if code is not None:
                 raise S3ServerError(f"versitygw exited with code {code} while starting:\n{self.log_text()}")
-            if _answers_http(port):
+            if _answers_http(port, self._host):
                 break
             if time.monotonic() > deadline:
                 raise S3ServerError(
@@ -460,8 +464,8 @@ class FaultProxy:
         self.stop()
 
 
-def _answers_http(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+def _answers_http(port: int, host: str = "127.0.0.1") -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=2)
     try:
         conn.request("GET", "/")
         conn.getresponse().read()

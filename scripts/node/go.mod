@@ -1,0 +1,3 @@
+module webrelease.dev/tests/pause
+
+go 1.24
