@@ -89,6 +89,11 @@ def configure_logging(options: OperatorOptions) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def own_identity(settings: OperatorSettings) -> str:
+    """Who this replica is: the Lease holder identity, also kopf's own (``POD_NAME`` in a pod)."""
+    return settings.leader_election_identity or settings.pod_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
 def election_config(settings: OperatorSettings) -> ElectionConfig:
     """Where the Lease is and who this replica is: the settings, else the pod (downward API), else
     the in-cluster namespace or the kubeconfig's, and ``<hostname>-<pid>``."""
@@ -102,13 +107,10 @@ def election_config(settings: OperatorSettings) -> ElectionConfig:
         from webrelease.operator.commands import default_namespace  # noqa: PLC0415
 
         namespace = default_namespace(None)
-    identity = (
-        settings.leader_election_identity or settings.pod_name or f"{socket.gethostname()}-{os.getpid()}"
-    )
     return ElectionConfig(
         namespace=namespace,
         name=settings.leader_election_lease_name,
-        identity=identity,
+        identity=own_identity(settings),
         lease_duration_seconds=settings.leader_election_lease_duration_seconds,
         renew_deadline_seconds=settings.leader_election_renew_deadline_seconds,
         renew_period_seconds=settings.leader_election_renew_period_seconds,
@@ -246,6 +248,9 @@ def run_operator(options: OperatorOptions) -> int:
         kopf.run(
             settings=kopf_settings,
             standalone=True,
+            # given, so that kopf does not guess one from the user name: the image's UID 65532
+            # has no passwd entry, and kopf's guess (getpass.getuser) fails without one
+            identity=own_identity(settings),  # type: ignore[arg-type]  # kopf: a NewType of str, not exported
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
             liveness_endpoint=options.liveness,
