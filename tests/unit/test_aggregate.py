@@ -197,6 +197,14 @@ def test_crashed_shard_without_a_summary(message: str | None, reason: str, expec
     assert expected in fold.errors[0] and "exit code 137" in fold.errors[0]
 
 
+def test_an_oom_killed_shard_says_out_of_memory_and_what_to_change() -> None:
+    pods = _attempts(_pod(2, "Failed", exit_code=137, reason="OOMKilled"))
+    fold = fold_step(PLAN, total_customers=50, carried=Carried(), pods=pods, job=_job(failed="2"))
+    (error,) = fold.errors
+    assert error.startswith("shard 2: out of memory")
+    assert "spec.worker.resources.limits.memory" in error
+
+
 def test_summary_of_another_shard_is_not_trusted() -> None:
     (attempt,) = _attempts(_pod(1, "Failed", message=_summary(3)))
     assert attempt.summary is None and attempt.message_error is not None

@@ -245,6 +245,12 @@ def _attempt_error(attempt: PodAttempt) -> str:
         parts.append(attempt.reason)
     if attempt.message_error:
         parts.append(attempt.message_error)
+    if attempt.reason == "OOMKilled":
+        # the kernel killed it at its memory limit: say so in words, and what to change
+        return (
+            "out of memory: the shard pod was killed at its memory limit (" + ", ".join(parts) + "); "
+            "raise spec.worker.resources.limits.memory"
+        )
     return "shard pod failed (" + ", ".join(parts) + ")"
 
 
