@@ -89,6 +89,8 @@ def world() -> Iterator[World]:
     store = MemoryStore()
     lists = parse_url("s3://lists/")
     store.put(lists, "customers.jsonl", "".join(json.dumps({"id": i}) + "\n" for i in IDS).encode())
+    for version in ("v1", "v2"):  # the operator checks the build before it starts a Job
+        store.put(parse_url(f"s3://builds/{version}/"), "index.html", f"<p>{version}</p>".encode())
     cluster = FakeCluster(store)
     clock = itertools.count()
 
@@ -239,6 +241,29 @@ def test_a_refused_job_fails_the_run_and_leaves_nothing_behind(world: World) -> 
     assert world.posted()[-1] == "InvalidSpec"
     world.start()  # the same generation again: refused for good, no retry
     assert world.posted().count("InvalidSpec") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (
+            {"templates": ["index.html", "confg.js"]},
+            "spec.templates.1: 'confg.js' matches no file of the build",
+        ),
+        ({"source": {"url": "s3://builds/v3/"}}, "source s3://builds/v3/ has no files"),
+    ],
+    ids=["a pattern matching nothing", "an empty build"],
+)
+def test_a_build_no_shard_can_release_fails_the_run_before_its_job(
+    extra: dict[str, Any], says: str, world: World
+) -> None:
+    world.cluster.apply(NS, NAME, spec(**extra))
+    with pytest.raises(kopf.PermanentError):
+        world.start()
+    assert world.reason("Failed") == "BuildUnusable"
+    assert says in world.cluster.condition(NS, NAME, "Failed")["message"]  # type: ignore[index]
+    assert world.cluster.jobs == {}
+    assert world.store.keys("s3://reports/") == [], "the snapshot of a run that cannot start is removed"
 
 
 def test_a_storage_outage_is_retried_then_fails_the_run(world: World) -> None:
