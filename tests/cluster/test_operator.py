@@ -277,6 +277,7 @@ def test_a_local_run_writes_the_layout_and_index_schema_of_a_cluster_run(
     assert "\x1b[" not in watch.stdout
     assert "20/20 customers (1 failed), 2/2 shards" in watch.stdout
     assert "customers:  20 total, 19 succeeded, 1 failed, 0 pending" in watch.stdout
+    assert f"page:       {status['report']['page']}  (webrelease report twin)" in watch.stdout
 
     # the page is next to index.json, named in the status and in the final Event
     page_url = status["report"]["page"]

@@ -113,6 +113,8 @@ def render(body: dict[str, Any], out: TextIO, *, max_shards: int | None = None) 
         )
     if status.report is not None:
         print(f"report:     {status.report.index or status.report.url}", file=out)
+        if status.report.page:
+            print(f"page:       {status.report.page}  (webrelease report {meta.get('name')})", file=out)
     if status.start_time:
         print(
             f"started:    {status.start_time}"
