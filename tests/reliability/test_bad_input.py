@@ -540,6 +540,9 @@ CUSTOMERS: dict[str, Customer] = {
         _rec("x-bad-key"), ("override", "a\\..\\victim.html", "contains a backslash")
     ),
     "slug a number": Customer(_rec("x-number", slug=7), ()),  # str(7) is a fine segment: it must succeed
+    # S3 keys are literal: '%2F' is three characters there, one segment (file:// decodes it: see
+    # test_bad_input_local.py); it must succeed, at exactly that key
+    "slug with a percent escape": Customer(_rec("x-percent", slug="c%2Fd"), ()),
 }
 
 TEMPLATES: dict[str, WholeTemplate] = {
@@ -710,7 +713,9 @@ def test_good_customers_of_the_hostile_run_are_exact(shared: SharedRun) -> None:
         assert page == "<!doctype html><h1>Ünïcødé ✓ \u2028 &lt;/script&gt;&lt;b&gt;</h1>\n"
     assert read_object(w.s3, w.sites, "sites/victim/index.html") == b"victim's page"
     summary = {k: v["status"] for k, v in shared.results.items()}
-    assert sum(1 for s in summary.values() if s == "ok") == 3  # good-1, good-2, x-number
+    assert sum(1 for s in summary.values() if s == "ok") == 4  # good-1, good-2, x-number, x-percent
+    assert read_object(w.s3, w.sites, "sites/c%2Fd/assets/app.js") == b"console.log(1);\n"
+    assert not list_bucket(w.s3, w.sites, "sites/c/")
     print(f"\nhostile run: {len(summary)} customers in {shared.seconds:.1f} s")
 
 
