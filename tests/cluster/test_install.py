@@ -22,20 +22,11 @@ from kubernetes import client as k8s_client
 
 from tests.harness.cluster_fixtures import wait_until
 from tests.harness.controlplane import ControlPlane
-from tests.harness.helm import CHART, MANIFESTS, helm, values_args
+from tests.harness.helm import CHART, MANIFESTS, helm, helm_env, values_args
 
 CRD_NAME = "webreleases.webrelease.dev"
 #: Keeps the operator pod Pending: no node has this label.
 NOT_SCHEDULED = {"operator": {"nodeSelector": {"webrelease.dev/test-never-scheduled": "true"}}}
-
-
-def helm_env(tmp_path: Path) -> dict[str, str]:
-    """helm's own cache and config in the test's temp dir, not in $HOME."""
-    return {
-        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
-        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
-        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
-    }
 
 
 def cluster_helm(plane: ControlPlane, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -82,3 +82,12 @@ def template(
 
 def by_kind(objects: Sequence[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
     return [o for o in objects if o.get("kind") == kind]
+
+
+def helm_env(tmp_path: Path) -> dict[str, str]:
+    """helm's own cache and config in the test's temp dir, not in $HOME."""
+    return {
+        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
+        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
+        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
+    }

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.test_install import helm_env
-from tests.harness.helm import CHART, helm, values_args
+from tests.harness.helm import CHART, helm, helm_env, values_args
 from tests.harness.node_fixtures import NodeStack
 from tests.node.chart import OPERATOR_NS, RELEASE, Installed, image_values
 

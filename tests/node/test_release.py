@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-from tests.cluster.test_operator import BUILD_V1, customers, expected_site, shard_result_ids, sites, spec_for
 from tests.harness.controlplane import api_path
 from tests.harness.operator_harness import (
     VENV_BIN,
@@ -24,6 +23,7 @@ from tests.harness.operator_harness import (
     read_json,
     wait_release,
 )
+from tests.harness.sample_release import BUILD_V1, customers, expected_site, shard_result_ids, sites, spec_for
 from tests.node.chart import OPERATOR_NS, Installed, assert_locked_down, container_spec, new_bucket
 
 
