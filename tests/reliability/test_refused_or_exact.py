@@ -408,6 +408,27 @@ def test_bad_credentials_are_bad_input_whatever_is_read_first(
     assert_refused(place, capsys, place.release(spec), "access denied")
 
 
+def test_a_shard_with_bad_credentials_is_bad_input(
+    s3_place: Place, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What a Job pod runs: refused credentials are exit 2 (the Job fails the index at once), not
+    exit 1 (retried as if S3 were down)."""
+    place = s3_place
+    fill(place)
+    spec_file = place.release()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    monkeypatch.setenv("TERMINATION_MESSAGE_PATH", str(tmp_path / "termination-log"))
+    before = place.state()
+    snapshot = f"{place.url('reports')}run/customers.jsonl"
+    code, text = webrelease(
+        capsys, "shard", "--spec-file", str(spec_file), "--snapshot-url", snapshot, "--index", "0"
+    )
+    assert code == 2, text
+    assert "access denied" in text and "check the credentials" in text, text
+    assert json.loads((tmp_path / "termination-log").read_text())["exitCode"] == 2
+    assert place.state() == before
+
+
 @pytest.mark.parametrize("command", ["run", "plan", "verify"])
 def test_a_release_file_that_cannot_be_read_is_named_without_a_traceback(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

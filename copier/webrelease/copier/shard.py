@@ -55,6 +55,7 @@ from webrelease.copier.snapshot import SnapshotError, read_slice, shard_results_
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import (
     DELETE_BATCH,
+    AccessDenied,
     Location,
     ObjectInfo,
     StorageError,
@@ -310,9 +311,10 @@ def run_shard(
 ) -> ShardResult:
     """Release the customers of shard ``job.index`` and write its results to the report.
 
-    Bad input (snapshot missing or changed, index out of range, build missing or empty) is
-    returned as a result with ``error`` set and exit code 2, and nothing is written. A storage
-    failure outside any one customer (reading the snapshot, writing the report) raises.
+    Bad input (snapshot missing or changed, index out of range, credentials refused, what
+    :func:`~webrelease.copier.desired.check_build` refuses) is returned as a result with
+    ``error`` set and exit code 2, and nothing is written. A storage failure outside any one
+    customer (reading the snapshot, writing the report) raises.
     """
     start = time.monotonic()
     result = ShardResult(job.index)
@@ -321,7 +323,7 @@ def run_shard(
         customers = read_slice(
             stores(snap_loc), job.snapshot_url, job.snapshot_sha256, job.index, job.shard_size
         )
-    except (SnapshotError, ValueError) as exc:
+    except (SnapshotError, ValueError, AccessDenied) as exc:  # credentials refused: no retry helps
         return _bad_input(result, str(exc), start)
     if on_start is not None:
         on_start(len(customers))
