@@ -150,6 +150,9 @@ class ClusterResult:
     watcher_requests: int
     rerelease: dict[str, dict[str, int]]
     list_pages_per_customer: float
+    #: 1-minute load average at the end of each path's run, and which ran first
+    loads: dict[str, float]
+    local_first: bool
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -194,88 +197,7 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
         s3.put_object(Bucket=META, Key="customers.jsonl", Body=encode(customers))
         endpoint = front.endpoint.endpoint_url
         venv_bin = Path(sys.executable).parent
-        path = os.pathsep.join([str(venv_bin), str(plane.bin_dir or ""), os.environ.get("PATH", "")])
-        agent = NodeAgent(
-            NodeAgentConfig(
-                kubeconfig=plane.kubeconfig,
-                work_dir=work / "node",
-                path=path,
-                concurrency=max(parallelism, 2),
-            )
-        )
-        agent.start()
-        operator = OperatorProcess(plane, work / "operator")
-        try:
-            kube.create(api_path("v1", "namespaces"), {"metadata": {"name": NAMESPACE}})
-            wait_until(
-                "the default ServiceAccount",
-                lambda: kube.find(api_path("v1", "serviceaccounts", namespace=NAMESPACE, name="default")),
-                timeout_s=60,
-            )
-            secret = create_storage_secret(kube, NAMESPACE, server.endpoint)
-            install_crd(plane, kube)
-            operator.start()
-            assert operator.process is not None
-            opid = operator.process.pid
-            spec = _spec(s, endpoint, "sites-cluster", per_shard, parallelism, "v1")
-            spec["templates"] = templates
-            spec["storage"]["secretRef"] = {"name": secret}
-            doc = {
-                "apiVersion": "webrelease.dev/v1alpha1",
-                "kind": "WebRelease",
-                "metadata": {"name": RELEASE},
-                "spec": spec,
-            }
-            time.sleep(2)  # let the operator settle after start-up (its CPU until now is not the run's)
-            cpu0, pods_cpu0 = _proc_cpu(opid), _children_cpu()
-            api0 = apiserver_requests(kube)
-            front.reset()
-            t0 = time.monotonic()
-            done = apply(plane, NAMESPACE, doc)
-            if done.returncode != 0:
-                raise RuntimeError(f"kubectl apply failed: {done.stderr}")
-            watch = Watch(kube, t0)
-            watch.seen["applied"] = t0
-            watcher = threading.Thread(target=watch.run, daemon=True)
-            watcher.start()
-            watcher.join(timeout=max(600.0, n * files / 50))
-            watch.done.set()
-            cluster_s = watch.seen.get("ended", time.monotonic()) - t0
-            op_cpu = _proc_cpu(opid) - cpu0
-            op_hwm = _proc_hwm_mib(opid)
-            api1 = apiserver_requests(kube)
-            stats = front.stats()
-            body = watch.body or {}
-            complete = is_true(body, "Complete")
-            log(
-                f"  cluster: {cluster_s:.1f} s, complete={complete}, "
-                f"operator CPU {op_cpu:.1f} s, HWM {op_hwm:.0f} MiB"
-            )
-            # phases, seconds after "applied"
-            phases = {k: v - t0 for k, v in watch.seen.items()}
-            if "sites-cluster" in stats.first_write_in:
-                phases["first copy"] = stats.first_write_in["sites-cluster"] - t0
-                phases["last copy"] = stats.last_write_in["sites-cluster"] - t0
-            api = {
-                f"{verb} {res}{'/' + sub if sub else ''}": api1.get((verb, res, sub), 0.0)
-                - api0.get((verb, res, sub), 0.0)
-                for (verb, res, sub) in set(api1) | set(api0)
-            }
-            api = {k: v for k, v in api.items() if v > 0}
-            status_writes = sum(
-                v
-                for k, v in api.items()
-                if k.endswith("webreleases/status") and k.split()[0] in ("PATCH", "UPDATE", "PUT")
-            )
-        finally:
-            operator.stop()
-            # pods' CPU: the node agent waited for them (children of this process)
-            pods_cpu = _children_cpu() - pods_cpu0 if "pods_cpu0" in locals() else 0.0
-            agent.stop()
-
         # -- the same release, locally
-        local_spec = _spec(s, endpoint, "sites-local", per_shard, parallelism, "v1")
-        local_spec["templates"] = templates
         env = {**credentials_env(server.endpoint)}
         rel_dir = work / "local"
         rel_dir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +238,92 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
             log(f"  local {label}: {wall:.1f} s, CPU {cpu:.1f} s, site requests {ops}")
             return wall, cpu, ops
 
-        local_s, local_cpu, fresh_ops = local("v1", "fresh")
+        path = os.pathsep.join([str(venv_bin), str(plane.bin_dir or ""), os.environ.get("PATH", "")])
+        agent = NodeAgent(
+            NodeAgentConfig(
+                kubeconfig=plane.kubeconfig,
+                work_dir=work / "node",
+                path=path,
+                concurrency=max(parallelism, 2),
+            )
+        )
+        loads: dict[str, float] = {}
+        if s.cluster_local_first:
+            local_s, local_cpu, fresh_ops = local("v1", "fresh")
+            loads["local"] = os.getloadavg()[0]
+        agent.start()
+        operator = OperatorProcess(plane, work / "operator")
+        try:
+            kube.create(api_path("v1", "namespaces"), {"metadata": {"name": NAMESPACE}})
+            wait_until(
+                "the default ServiceAccount",
+                lambda: kube.find(api_path("v1", "serviceaccounts", namespace=NAMESPACE, name="default")),
+                timeout_s=60,
+            )
+            secret = create_storage_secret(kube, NAMESPACE, server.endpoint)
+            install_crd(plane, kube)
+            operator.start()
+            assert operator.process is not None
+            opid = operator.process.pid
+            spec = _spec(s, endpoint, "sites-cluster", per_shard, parallelism, "v1")
+            spec["templates"] = templates
+            spec["storage"]["secretRef"] = {"name": secret}
+            doc = {
+                "apiVersion": "webrelease.dev/v1alpha1",
+                "kind": "WebRelease",
+                "metadata": {"name": RELEASE},
+                "spec": spec,
+            }
+            time.sleep(2)  # let the operator settle after start-up (its CPU until now is not the run's)
+            cpu0, pods_cpu0 = _proc_cpu(opid), _children_cpu()
+            api0 = apiserver_requests(kube)
+            front.reset()
+            t0 = time.monotonic()
+            done = apply(plane, NAMESPACE, doc)
+            if done.returncode != 0:
+                raise RuntimeError(f"kubectl apply failed: {done.stderr}")
+            watch = Watch(kube, t0)
+            watch.seen["applied"] = t0
+            watcher = threading.Thread(target=watch.run, daemon=True)
+            watcher.start()
+            watcher.join(timeout=max(600.0, n * files / 50))
+            watch.done.set()
+            cluster_s = watch.seen.get("ended", time.monotonic()) - t0
+            pods_cpu = _children_cpu() - pods_cpu0  # the node agent has waited for every pod
+            loads["cluster"] = os.getloadavg()[0]
+            op_cpu = _proc_cpu(opid) - cpu0
+            op_hwm = _proc_hwm_mib(opid)
+            api1 = apiserver_requests(kube)
+            stats = front.stats()
+            body = watch.body or {}
+            complete = is_true(body, "Complete")
+            log(
+                f"  cluster: {cluster_s:.1f} s, complete={complete}, "
+                f"operator CPU {op_cpu:.1f} s, HWM {op_hwm:.0f} MiB"
+            )
+            # phases, seconds after "applied"
+            phases = {k: v - t0 for k, v in watch.seen.items()}
+            if "sites-cluster" in stats.first_write_in:
+                phases["first copy"] = stats.first_write_in["sites-cluster"] - t0
+                phases["last copy"] = stats.last_write_in["sites-cluster"] - t0
+            api = {
+                f"{verb} {res}{'/' + sub if sub else ''}": api1.get((verb, res, sub), 0.0)
+                - api0.get((verb, res, sub), 0.0)
+                for (verb, res, sub) in set(api1) | set(api0)
+            }
+            api = {k: v for k, v in api.items() if v > 0}
+            status_writes = sum(
+                v
+                for k, v in api.items()
+                if k.endswith("webreleases/status") and k.split()[0] in ("PATCH", "UPDATE", "PUT")
+            )
+        finally:
+            operator.stop()
+            agent.stop()
+
+        if not s.cluster_local_first:
+            local_s, local_cpu, fresh_ops = local("v1", "fresh")
+            loads["local"] = os.getloadavg()[0]
         _noop_s, _noop_cpu, noop_ops = local("v1", "noop")
         _chg_s, _chg_cpu, changed_ops = local("v2", "changed")
         site_keys = sum(1 for _ in list_keys(s3, "sites-local"))
@@ -340,6 +347,8 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
         watcher_requests=watch.requests,
         rerelease={"fresh": fresh_ops, "noop": noop_ops, "changed": changed_ops},
         list_pages_per_customer=pages,
+        loads=loads,
+        local_first=s.cluster_local_first,
     )
 
 
@@ -355,14 +364,17 @@ def tables(r: ClusterResult) -> str:
                     f"{r.local_s:.1f}",
                     "1.00x",
                     f"{r.local_cpu_s:.1f}",
-                    f"--workers {r.parallelism}",
+                    f"--workers {r.parallelism}; load {r.loads.get('local', 0):.1f}"
+                    + ("; ran first" if r.local_first else ""),
                 ],
                 [
                     "operator + Job (node agent)",
                     f"{r.cluster_s:.1f}",
                     f"{ratio:.2f}x",
                     f"{r.cluster_pods_cpu_s:.1f} (pods)",
-                    "Complete" if r.complete else "NOT Complete",
+                    ("Complete" if r.complete else "NOT Complete")
+                    + f"; load {r.loads.get('cluster', 0):.1f}"
+                    + ("" if r.local_first else "; ran first"),
                 ],
             ],
             "lrrrl",

@@ -62,6 +62,8 @@ class Settings(BaseModel):
     cluster_files: Annotated[int, Field(ge=20, le=5_000)] = 100
     cluster_customers_per_shard: Annotated[int, Field(ge=1)] = 50
     cluster_parallelism: Annotated[int, Field(ge=1, le=64)] = 4
+    #: Run the local fresh release before the cluster one (default: after it).
+    cluster_local_first: bool = False
     tools: tuple[ToolName, ...] = TOOLS
     #: Customers of the operator scale benchmark, and shards of its status-size measurement.
     operator_customers: Annotated[int, Field(ge=1)] = 100_000
@@ -113,6 +115,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     p.add_argument("--throttle-seconds", type=int, help="seconds of copying at the limit per run; default 25")
     p.add_argument("--cluster-customers", type=int, help="customers of the cluster-path run; default 1000")
     p.add_argument("--cluster-files", type=int, help="files of the cluster-path build; default 100")
+    p.add_argument("--cluster-local-first", action="store_true", help="local run before the cluster run")
     p.add_argument("--operator-customers", type=int)
     p.add_argument("--status-shards", type=int)
     p.add_argument("--work", type=Path, help="scratch directory (default: a fresh one under /tmp)")
@@ -126,6 +129,7 @@ def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         "work": a.work or Path("/tmp") / f"webrelease-bench-{os.getpid()}",
         "versions": read_versions(env),
         "quick": a.quick,
+        "cluster_local_first": a.cluster_local_first,
         "markdown_out": a.markdown,
         "json_out": a.json,
     }

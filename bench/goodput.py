@@ -13,7 +13,7 @@ bucket. The front counts what matters, the same way for every tool:
 - **requests ÷ writes**: every request the tool sent through the front (reads, listings,
   throttled attempts and its own reports included) ÷ the writes into the sites;
 - **failed customers**: sites not complete after the run (every key of the build), whatever
-  the tool's exit status says; a tool still running after 6x the time the limit imposes is
+  the tool's exit status says; a tool still running after 4x the time the limit imposes is
   stopped and its incomplete sites counted.
 
 Four processes: ``webrelease shard`` x 4 (a quarter of the customers each: four Job pods), four
@@ -45,13 +45,13 @@ from bench.peers import Job, Rclone, S5cmd, Tool
 from bench.report import table
 from bench.s3 import BenchServer, client, credentials_env, list_keys
 from bench.workload import Build, make_build, make_customers
-from bench.wrtool import Webrelease, webrelease_version, write_snapshot
+from bench.wrtool import META_BUCKET, Webrelease, webrelease_version, write_snapshot
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 #: Stop a tool after this many times the duration the limit imposes (plus start-up slack).
-TIMEOUT_FACTOR = 6
+TIMEOUT_FACTOR = 4
 
 
 @dataclass
@@ -170,6 +170,7 @@ class Throttled:
 
     def tools(self, customers: int) -> list[Tool]:
         s = self.settings
+        self.server.drop_bucket(META_BUCKET)  # the snapshot of the previous limit's customers
         snapshot = write_snapshot(self.s3, make_customers(customers))
         templates = sorted(f.key for f in self.build.templates)
         version = webrelease_version()
