@@ -5,7 +5,7 @@
 --   Degraded     the run of the current generation is Failed or Degraded (customers failed),
 --                or the spec was not Accepted
 --
--- The message carries the customer counts of status.customers. Install it in argocd-cm under
+-- The message is the condition's, with the customer counts of status.customers unless it says them. Install it in argocd-cm under
 -- resource.customizations.health.webrelease.dev_WebRelease (docs/install.md, "Argo CD").
 
 local hs = {}
@@ -17,20 +17,29 @@ local function num(v)
   return nil
 end
 
--- "12/20 customers succeeded, 1 failed, 7 pending" (or nil when status has no counts yet)
+-- "12/20 customers succeeded, 1 failed, 7 pending" (or nil when status has no customers yet)
 local function counts(status)
   local c = status.customers
-  if type(c) ~= "table" or num(c.total) == nil then
+  if type(c) ~= "table" or num(c.total) == nil or c.total == 0 then
     return nil
   end
-  local parts = { string.format("%d/%d customers succeeded", num(c.succeeded) or 0, c.total) }
+  local done = "succeeded"
+  if type(status.run) == "table" and status.run.step == "plan" then
+    done = "planned (dry run)"
+  end
+  local parts = { string.format("%d/%d customers %s", num(c.succeeded) or 0, c.total, done) }
   table.insert(parts, string.format("%d failed", num(c.failed) or 0))
   if num(c.pending) ~= nil and c.pending > 0 then
     table.insert(parts, string.format("%d pending", c.pending))
   end
+  if num(c.notReleased) ~= nil and c.notReleased > 0 then
+    table.insert(parts, string.format("%d not released", c.notReleased))
+  end
   return table.concat(parts, ", ")
 end
 
+-- The condition's type, reason and message; the counts only when the message does not carry them
+-- already (the operator's messages do) and there are customers to count.
 local function message(cond, status)
   local text = cond.type
   if cond.reason ~= nil and cond.reason ~= "" then
@@ -40,7 +49,7 @@ local function message(cond, status)
     text = text .. ": " .. cond.message
   end
   local c = counts(status)
-  if c ~= nil then
+  if c ~= nil and (cond.message == nil or not string.find(cond.message, "%d+/%d+ customers")) then
     text = text .. "; " .. c
   end
   return text

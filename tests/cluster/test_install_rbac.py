@@ -248,7 +248,7 @@ def release_and_check(
 
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Degraded"]["status"] == "True", status["conditions"]
-    assert status["customers"] == {"total": 4, "succeeded": 3, "failed": 1, "pending": 0}
+    assert status["customers"] == {"total": 4, "succeeded": 3, "failed": 1, "pending": 0, "notReleased": 0}
     assert [f["id"] for f in status["failedCustomers"]["sample"]] == ["d"]
 
     client = s3.client()

@@ -120,7 +120,7 @@ def test_fifty_customers_in_five_shards_complete_with_exact_sites_and_report(env
     progressing = condition(body, "Progressing")
     assert progressing is not None and (progressing["status"], progressing["reason"]) == ("False", "Complete")
     assert status["observedGeneration"] == 1
-    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0}
+    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0, "notReleased": 0}
     assert status["shards"] == {"total": 5, "succeeded": 5, "failed": 0, "active": 0, "pending": 0}
     assert status["progress"] == "50/50"
     assert [(s["index"], s["state"], s["customers"], s["succeeded"]) for s in status["shardStatuses"]] == [
@@ -175,7 +175,8 @@ def test_fifty_customers_in_five_shards_complete_with_exact_sites_and_report(env
     )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "customers:  50 total, 50 succeeded, 0 failed, 0 pending" in cli.stdout
-    assert sum(1 for line in cli.stdout.splitlines() if "Succeeded" in line) == 5
+    rows = [line.split() for line in cli.stdout.splitlines()]
+    assert sum(1 for row in rows if len(row) > 1 and row[1] == "Succeeded") == 5  # the shard table
     size = len(json.dumps(get_release(kube, shop, "spring"), separators=(",", ":")))
     print(f"\nWebRelease object with 5 shards: {size} bytes")
 
@@ -295,7 +296,7 @@ def test_two_failing_customers_are_named_then_retry_releases_only_them(env: Env)
     status = body["status"]
     failed = condition(body, "Failed")
     assert failed is not None and (failed["status"], failed["reason"]) == ("True", "TooManyCustomersFailed")
-    assert status["customers"] == {"total": 50, "succeeded": 48, "failed": 2, "pending": 0}
+    assert status["customers"] == {"total": 50, "succeeded": 48, "failed": 2, "pending": 0, "notReleased": 0}
     assert {f["id"] for f in status["failedCustomers"]["sample"]} == set(broken)
     assert status["failedCustomers"]["total"] == 2
     assert all("apiUrl" in f["reason"] for f in status["failedCustomers"]["sample"])
@@ -345,7 +346,7 @@ def test_two_failing_customers_are_named_then_retry_releases_only_them(env: Env)
     body = wait_release(kube, shop, "autumn", "the retry has ended", retried, operator=operator)
     status = body["status"]
     assert is_true(body, "Complete"), status["conditions"]
-    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0}
+    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0, "notReleased": 0}
     assert status["run"]["snapshot"]["count"] == 2
     assert status["shards"]["total"] == 1
     # the retry released exactly those two
@@ -392,7 +393,7 @@ def test_operator_killed_mid_run_completes_with_one_job_and_exact_counts(env: En
     body = wait_release(kube, shop, "winter", "the run has ended", ended, operator=operator)
     status = body["status"]
     assert is_true(body, "Complete"), status["conditions"]
-    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0}
+    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0, "notReleased": 0}
     assert status["shards"] == {"total": 5, "succeeded": 5, "failed": 0, "active": 0, "pending": 0}
     (job,) = jobs_of(kube, shop, "winter")
     assert job["metadata"]["name"] == status["run"]["job"]
@@ -437,7 +438,7 @@ def test_a_new_build_mid_run_supersedes_the_running_one(env: Env) -> None:
     assert status["observedGeneration"] == 2
     assert is_true(body, "Complete"), status["conditions"]
     assert all(c["observedGeneration"] == 2 for c in status["conditions"])
-    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0}
+    assert status["customers"] == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0, "notReleased": 0}
     assert kube.find(api_path("batch/v1", "jobs", namespace=shop, name="spring-g1-main")) is None
     assert [j["metadata"]["name"] for j in jobs_of(kube, shop, "spring")] == ["spring-g2-main"]
     got = sites(s3_server, s3_bucket)
@@ -622,7 +623,13 @@ def test_canary_first_then_the_rest_only_after_every_canary_succeeded(env: Env) 
     failed = condition(body, "Failed")
     assert failed is not None and (failed["status"], failed["reason"]) == ("True", "CanaryFailed"), failed
     assert "27 customers were not released" in failed["message"]
-    assert body["status"]["customers"] == {"total": 30, "succeeded": 2, "failed": 1, "pending": 27}
+    assert body["status"]["customers"] == {
+        "total": 30,
+        "succeeded": 2,
+        "failed": 1,
+        "pending": 0,
+        "notReleased": 27,
+    }
     assert sorted(sites(env.s3, env.bucket)) == ["c002", "c025"]  # nobody else was touched
 
     # the canary's record is fixed; a retry releases it, then the rest follows on its own
@@ -639,7 +646,13 @@ def test_canary_first_then_the_rest_only_after_every_canary_succeeded(env: Env) 
         env.kube, env.ns, "careful", "the rest has been released", rest_done, operator=env.operator
     )
     assert is_true(body, "Complete"), body["status"]["conditions"]
-    assert body["status"]["customers"] == {"total": 30, "succeeded": 30, "failed": 0, "pending": 0}
+    assert body["status"]["customers"] == {
+        "total": 30,
+        "succeeded": 30,
+        "failed": 0,
+        "pending": 0,
+        "notReleased": 0,
+    }
     assert body["status"]["run"]["snapshot"]["count"] == 27
     got = sites(env.s3, env.bucket)
     for record in customers(30):
@@ -659,7 +672,7 @@ def test_dry_run_plans_every_customer_and_writes_no_site(env: Env) -> None:
     body = wait_release(env.kube, env.ns, "preview", "the dry run has ended", ended, operator=env.operator)
     status = body["status"]
     assert is_true(body, "Degraded"), status["conditions"]  # c004's config.js cannot be rendered
-    assert status["customers"] == {"total": 12, "succeeded": 11, "failed": 1, "pending": 0}
+    assert status["customers"] == {"total": 12, "succeeded": 11, "failed": 1, "pending": 0, "notReleased": 0}
     assert [f["id"] for f in status["failedCustomers"]["sample"]] == ["c004"]
     assert status["objects"]["rendered"] == 11 * 3 and status["objects"]["copied"] == 11 * 2
     assert keys_under(env.s3, env.bucket, "sites/") == []
@@ -696,7 +709,13 @@ def test_a_run_that_failed_on_its_customer_list_starts_again_on_retry_once_the_l
         lambda b: ended(b) and is_true(b, "Complete"),
         operator=env.operator,
     )
-    assert body["status"]["customers"] == {"total": 7, "succeeded": 7, "failed": 0, "pending": 0}
+    assert body["status"]["customers"] == {
+        "total": 7,
+        "succeeded": 7,
+        "failed": 0,
+        "pending": 0,
+        "notReleased": 0,
+    }
     assert body["status"]["retryToken"] == "now"
     got = sites(env.s3, env.bucket)
     for record in records:

@@ -98,7 +98,7 @@ class OperatorProcess:
                 # quick batches and resyncs keep the tests short
                 "WEBRELEASE_BATCH_SECONDS": "0.5",
                 "WEBRELEASE_RESYNC_SECONDS": "5",
-                "WEBRELEASE_TEMPORARY_RETRIES": "3",
+                "WEBRELEASE_WAIT_SECONDS": "30",
                 # what the chart's downward API gives a pod
                 "POD_NAMESPACE": self.lease_namespace,
                 "POD_NAME": self.identity,
@@ -201,11 +201,13 @@ def _leftovers(kube: Kube) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_operator(plane: ControlPlane, kube: Kube, workdir: Path) -> Iterator[OperatorProcess]:
+def running_operator(
+    plane: ControlPlane, kube: Kube, workdir: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[OperatorProcess]:
     """The CRD installed and ``webrelease operator`` running as a process of its own; on exit it
     first lets go of the WebReleases of deleted test namespaces (their finalizers), then stops."""
     install_crd(plane, kube)
-    process = OperatorProcess(plane, workdir)
+    process = OperatorProcess(plane, workdir, extra_env=dict(extra_env or {}))
     process.start()
     try:
         yield process

@@ -94,7 +94,13 @@ def test_all_shards_succeed() -> None:
         PLAN, total_customers=50, carried=Carried(), pods=pods, job=_job("0-4", condition="Complete")
     )
     assert fold.finished
-    assert fold.customers.model_dump() == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0}
+    assert fold.customers.model_dump() == {
+        "total": 50,
+        "succeeded": 50,
+        "failed": 0,
+        "pending": 0,
+        "not_released": 0,
+    }
     assert fold.shards.model_dump() == {"total": 5, "succeeded": 5, "failed": 0, "active": 0, "pending": 0}
     assert fold.objects == ObjectTotals(copied=150, rendered=50, unchanged=100, deleted=0, bytes=50_000)
     assert fold.progress == "50/50"
@@ -113,7 +119,13 @@ def test_running_shards_count_as_pending() -> None:
     pods = _attempts(_pod(0, "Succeeded", message=_summary(0)), _pod(1, "Running"), _pod(2, "Pending"))
     fold = fold_step(PLAN, total_customers=50, carried=Carried(), pods=pods, job=_job("0"))
     assert not fold.finished
-    assert fold.customers.model_dump() == {"total": 50, "succeeded": 10, "failed": 0, "pending": 40}
+    assert fold.customers.model_dump() == {
+        "total": 50,
+        "succeeded": 10,
+        "failed": 0,
+        "pending": 40,
+        "not_released": 0,
+    }
     assert fold.shards.model_dump() == {"total": 5, "succeeded": 1, "failed": 0, "active": 2, "pending": 2}
     assert fold.progress == "10/50"
 
@@ -139,7 +151,13 @@ def test_two_failed_customers_are_named_and_counted_exactly() -> None:
     job = _job("0,2,4", "1,3", condition="Failed", reason="FailedIndexes")
     fold = fold_step(PLAN, total_customers=50, carried=Carried(), pods=pods, job=job)
     assert fold.finished
-    assert fold.customers.model_dump() == {"total": 50, "succeeded": 48, "failed": 2, "pending": 0}
+    assert fold.customers.model_dump() == {
+        "total": 50,
+        "succeeded": 48,
+        "failed": 2,
+        "pending": 0,
+        "not_released": 0,
+    }
     assert fold.shards.succeeded == 3 and fold.shards.failed == 2
     assert fold.failed_customers.total == 2
     assert [(f.id, f.shard) for f in fold.failed_customers.sample] == [("c012", 1), ("c034", 3)]
@@ -220,7 +238,13 @@ def test_a_job_that_stopped_early_fails_its_unstarted_shards() -> None:
     assert [s.state for s in fold.shard_statuses] == [ShardState.FAILED, ShardState.SUCCEEDED] + [
         ShardState.FAILED
     ] * 3
-    assert fold.customers.model_dump() == {"total": 50, "succeeded": 19, "failed": 31, "pending": 0}
+    assert fold.customers.model_dump() == {
+        "total": 50,
+        "succeeded": 19,
+        "failed": 31,
+        "pending": 0,
+        "not_released": 0,
+    }
     assert any("did not run" in e and "MaxFailedIndexesExceeded" in e for e in fold.errors)
 
 
@@ -233,7 +257,13 @@ def test_a_retry_step_adds_to_what_was_carried() -> None:
     fold = fold_step(
         plan, total_customers=50, carried=carried, pods=pods, job=_job("0", condition="Complete")
     )
-    assert fold.customers.model_dump() == {"total": 50, "succeeded": 50, "failed": 0, "pending": 0}
+    assert fold.customers.model_dump() == {
+        "total": 50,
+        "succeeded": 50,
+        "failed": 0,
+        "pending": 0,
+        "not_released": 0,
+    }
     assert fold.objects.copied == 480
     assert (
         decide(StepKind.RETRY, fold, rest_pending=False, policy=FailurePolicy()).outcome == Outcome.COMPLETE

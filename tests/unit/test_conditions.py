@@ -32,7 +32,7 @@ def test_transition_time_moves_only_when_status_flips() -> None:
 def test_running_then_complete() -> None:
     conds = running([], Reason.RUNNING, "0/50 customers", generation=2, now=T0)
     by = _by_type(conds)
-    assert [c.type.value for c in conds] == ["Accepted", "Progressing", "Complete", "Degraded", "Failed"]
+    assert [c.type.value for c in conds] == ["Progressing", "Complete", "Degraded", "Failed", "Accepted"]
     assert by["Progressing"].status == "True"
     assert all(by[t].status == "False" for t in ("Complete", "Degraded", "Failed"))
     assert all(c.observed_generation == 2 for c in conds)
@@ -46,7 +46,7 @@ def test_running_then_complete() -> None:
     )
     assert by["Accepted"].last_transition_time == T0
     true = [c.type for c in conds if c.status == "True"]
-    assert true == [ConditionType.ACCEPTED, ConditionType.COMPLETE]
+    assert true == [ConditionType.COMPLETE, ConditionType.ACCEPTED]
 
 
 def test_degraded_after_complete_flips_both() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from webrelease.copier.spec import WebReleaseSpec
+from webrelease.copier.spec import URL_PATTERN, WebReleaseSpec
 from webrelease.operator import crd
 from webrelease.operator.status import WebReleaseStatus
 
@@ -102,7 +102,23 @@ def test_names_columns_and_subresource() -> None:
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns[:4] == ["Progress", "Succeeded", "Failed", "Condition"]
-    assert columns[-1] == "Age"
+    default = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert default[-1] == "Age"
+    assert {"Reason", "Gen", "Observed", "DryRun", "Build", "Canary"} <= set(columns)
+
+
+def test_the_first_true_condition_says_what_is_going_on() -> None:
+    """The Reason column shows the first True condition's reason: never Accepted's "Valid"."""
+    from webrelease.operator.conditions import Outcome, Reason, finished, invalid, running
+
+    def first_true(conds: list[Any]) -> str:
+        return str(next(c.reason for c in conds if c.status == "True"))
+
+    run = running([], Reason.SECRET_NOT_FOUND, "Secret 's3' not found", generation=1, now="t")
+    assert first_true(run) == "SecretNotFound"
+    done = finished(run, Outcome.FAILED, Reason.CANARY_FAILED, "canary", generation=1, now="t")
+    assert first_true(done) == "CanaryFailed"
+    assert first_true(invalid(run, "spec.x: bad", generation=2, now="t")) == "InvalidSpec"
 
 
 def test_rendered_yaml_has_no_anchors_and_round_trips() -> None:
@@ -124,3 +140,61 @@ def test_check_mode_reports_a_stale_file(tmp_path: Path, capsys: pytest.CaptureF
     out.write_text(out.read_text().replace("shortNames", "shortNamez"))
     assert crd.main(["--check", str(out)]) == 1
     assert "out of date" in capsys.readouterr().err
+
+
+def _undescribed(node: dict[str, Any], path: str) -> list[str]:
+    out = []
+    for key, child in (node.get("properties") or {}).items():
+        where = f"{path}.{key}"
+        if not str(child.get("description") or "").strip():
+            out.append(where)
+        out.extend(_undescribed(child, where))
+    if isinstance(node.get("items"), dict):
+        out.extend(_undescribed(node["items"], f"{path}[]"))
+    if isinstance(node.get("additionalProperties"), dict):
+        out.extend(_undescribed(node["additionalProperties"], f"{path}{{}}"))
+    return out
+
+
+def test_every_field_has_a_description_for_kubectl_explain() -> None:
+    """`kubectl explain wr.spec.X` has something to say for every field of spec and status: the
+    descriptions come from the models (the string under each field)."""
+    schema = _schema(crd.build_crd())
+    assert _undescribed(schema["properties"]["spec"], "spec") == []
+    assert _undescribed(schema["properties"]["status"], "status") == []
+
+
+def test_descriptions_cite_nothing_outside_the_repository() -> None:
+    text = crd.render_crd()
+    for needle in ("SPEC §", "SPEC.md", "the brief", "research/"):
+        assert needle not in text, needle
+
+
+def _patterns(node: Any, path: str = "spec") -> list[str]:
+    out = []
+    if isinstance(node, dict):
+        if "pattern" in node:
+            out.append(path)
+        for key, child in node.items():
+            out.extend(_patterns(child, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for child in node:
+            out.extend(_patterns(child, path))
+    return out
+
+
+def test_spec_patterns_are_said_in_words() -> None:
+    """No raw regular expression in `kubectl apply`'s errors: every spec pattern is a CEL rule whose
+    message says what is allowed (the same expression, so the check is unchanged)."""
+    spec = _schema(crd.build_crd())["properties"]["spec"]
+    assert _patterns(spec) == []
+    url = spec["properties"]["source"]["properties"]["url"]
+    (rule,) = url["x-kubernetes-validations"]
+    assert rule["message"].startswith("must be s3://<bucket>/<prefix>")
+    assert rule["rule"] == f"self.matches(r'{URL_PATTERN}')"
+
+
+def test_the_name_limit_is_a_cel_rule_naming_it() -> None:
+    (rule,) = _schema(crd.build_crd())["x-kubernetes-validations"]
+    assert rule["rule"] == "size(self.metadata.name) <= 63"
+    assert "at most 63 characters" in rule["message"]

@@ -230,7 +230,13 @@ def test_a_new_run_starts_with_every_customer_pending() -> None:
         report_url="s3://reports/ns/r/g1-abc/",
         new_run=True,
     )
-    assert status.customers.model_dump() == {"total": 50, "succeeded": 0, "failed": 0, "pending": 50}
+    assert status.customers.model_dump() == {
+        "total": 50,
+        "succeeded": 0,
+        "failed": 0,
+        "pending": 50,
+        "not_released": 0,
+    }
     assert status.shards.total == 5 and status.shards.pending == 5
     assert [s.state for s in status.shard_statuses] == [ShardState.PENDING] * 5
     assert status.progress == "0/50"
@@ -250,7 +256,13 @@ def test_a_retry_step_carries_what_succeeded() -> None:
         report_url="s3://r/",
         new_run=False,
     )
-    assert status.customers.model_dump() == {"total": 50, "succeeded": 48, "failed": 0, "pending": 2}
+    assert status.customers.model_dump() == {
+        "total": 50,
+        "succeeded": 48,
+        "failed": 0,
+        "pending": 2,
+        "not_released": 0,
+    }
     assert status.start_time == "t0"
     assert status.report is not None and status.report.index == "s3://r/index.json"
     progressing = status.condition(ConditionType.PROGRESSING)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
 from webrelease.copier.invocation import ENV_INDEX, shard_settings
 from webrelease.copier.runlayout import plan_shards
-from webrelease.copier.spec import WebReleaseSpec, parse_spec
+from webrelease.copier.spec import MAX_SHARDS, RELEASE_NAME_PATTERN, WebReleaseSpec, parse_spec
+from webrelease.operator.constants import MAX_RELEASE_NAME
 from webrelease.operator.jobs import (
     MAX_JOB_NAME,
     Owner,
@@ -19,7 +23,9 @@ from webrelease.operator.jobs import (
     job_name,
     max_failed_indexes,
 )
+from webrelease.operator.runs import step_id
 from webrelease.operator.settings import WorkerDefaults
+from webrelease.operator.status import StepKind
 
 OWNER = Owner(name="spring", namespace="shop", uid="0b6f8c1e-1111-2222-3333-444455556666")
 SHA = "ab" * 32
@@ -183,6 +189,32 @@ def test_job_names_are_deterministic_and_bounded() -> None:
     assert a != b
     assert a == job_name(long_a, "g12-retry3")
     assert a.endswith("-g12-retry3")
+
+
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+@given(
+    name=st.from_regex(RELEASE_NAME_PATTERN, fullmatch=True).filter(lambda n: len(n) <= MAX_RELEASE_NAME),
+    generation=st.integers(1, 10**9),
+    kind=st.sampled_from([StepKind.MAIN, StepKind.CANARY, StepKind.REST, StepKind.RETRY]),
+    retries=st.integers(0, 10**6),
+)
+def test_every_job_and_pod_hostname_of_any_allowed_name_fits(
+    name: str, generation: int, kind: StepKind, retries: int
+) -> None:
+    """Every release name the CRD admits, at any generation and retry number: the Job name is a
+    label value (<= 63) and its pods' hostname ``<job>-<largest index>`` a DNS label (<= 63)."""
+    job = job_name(name, step_id(generation, kind, retries))
+    hostname = f"{job}-{MAX_SHARDS - 1}"
+    assert len(job) <= MAX_JOB_NAME and len(hostname) <= 63, hostname
+    assert DNS_LABEL.fullmatch(hostname), hostname
+
+
+def test_a_dotted_name_gets_a_hostname_safe_job_name() -> None:
+    a, b = job_name("web.shop", "g1-main"), job_name("web-shop", "g1-main")
+    assert "." not in a and a != b
+    assert b == "web-shop-g1-main"
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from webrelease.operator.settings import OperatorSettings
 
 NS, NAME = "shop", "spring"
 IDS = [f"c{i:02d}" for i in range(10)]
-RETRIES = 2  # WEBRELEASE_TEMPORARY_RETRIES
+WAIT = 60.0  # WEBRELEASE_WAIT_SECONDS
 
 
 def spec(**extra: Any) -> dict[str, Any]:
@@ -54,8 +54,8 @@ class World:
     ctx: Context
     events: list[tuple[str, str]] = field(default_factory=list)
 
-    def start(self, *, retry: int = 0) -> None:
-        asyncio.run(start_run(self.ctx, self.cluster.release(NS, NAME), retry=retry))
+    def start(self, *, retry: int = 0, waited: float = 0.0) -> None:
+        asyncio.run(start_run(self.ctx, self.cluster.release(NS, NAME), retry=retry, waited=waited))
 
     def advance(self) -> None:
         asyncio.run(advance(self.ctx, self.cluster.release(NS, NAME), relist=True))
@@ -99,7 +99,7 @@ def world() -> Iterator[World]:
 
     w = World(cluster, store, ctx=None)  # type: ignore[arg-type]
     w.ctx = Context(
-        settings=OperatorSettings(temporary_retries=RETRIES, leader_election=False),
+        settings=OperatorSettings(wait_seconds=WAIT, leader_election=False),
         kube=cluster,
         metrics=OperatorMetrics(process_collectors=False),
         now=lambda: f"2026-01-01T00:{next(clock) % 60:02d}:00Z",
@@ -120,12 +120,24 @@ def test_main_step_to_complete(world: World) -> None:
     job = world.job()
     assert job.endswith("-main")
     assert world.status()["snapshot"]["count"] == 10
-    assert counters(world.status()) == {"total": 10, "succeeded": 0, "failed": 0, "pending": 10}
+    assert counters(world.status()) == {
+        "total": 10,
+        "succeeded": 0,
+        "failed": 0,
+        "pending": 10,
+        "notReleased": 0,
+    }
 
     world.run_job()
     world.advance()
     assert world.reason("Complete") == "AllCustomersSucceeded"
-    assert counters(world.status()) == {"total": 10, "succeeded": 10, "failed": 0, "pending": 0}
+    assert counters(world.status()) == {
+        "total": 10,
+        "succeeded": 10,
+        "failed": 0,
+        "pending": 0,
+        "notReleased": 0,
+    }
     assert world.status()["shards"]["succeeded"] == 4
     assert world.index()["steps"][-1]["step"] == "main"
     assert world.posted() == ["SnapshotWritten", "JobCreated", "RunComplete"]
@@ -155,7 +167,13 @@ def test_canary_then_rest_then_complete(world: World) -> None:
     world.run_job()
     world.advance()
     assert world.reason("Complete") == "AllCustomersSucceeded"
-    assert counters(world.status()) == {"total": 10, "succeeded": 10, "failed": 0, "pending": 0}
+    assert counters(world.status()) == {
+        "total": 10,
+        "succeeded": 10,
+        "failed": 0,
+        "pending": 0,
+        "notReleased": 0,
+    }
     assert [s["step"] for s in world.index()["steps"]] == ["canary", "rest"]
     assert "CanarySucceeded" in world.posted() and world.posted()[-1] == "RunComplete"
 
@@ -171,7 +189,7 @@ def test_a_failed_canary_fails_the_run_and_leaves_the_rest_alone(world: World) -
     assert world.cluster.live_jobs(NS) == [world.status()["run"]["job"]]
     assert not any(j.endswith("-rest") for j in world.cluster.live_jobs(NS))
     status = world.status()
-    assert counters(status) == {"total": 10, "succeeded": 0, "failed": 2, "pending": 8}
+    assert counters(status) == {"total": 10, "succeeded": 0, "failed": 2, "pending": 0, "notReleased": 8}
     assert {f["id"] for f in status["failedCustomers"]["sample"]} == canary_ids
     assert world.posted()[-1] == "RunFailed"
 
@@ -182,7 +200,13 @@ def test_retry_releases_only_the_failed_customers(world: World) -> None:
     world.run_job(lambda cid: "S3 said no" if cid in ("c03", "c07") else None)
     world.advance()
     assert world.reason("Degraded") == "FailuresTolerated"
-    assert counters(world.status()) == {"total": 10, "succeeded": 8, "failed": 2, "pending": 0}
+    assert counters(world.status()) == {
+        "total": 10,
+        "succeeded": 8,
+        "failed": 2,
+        "pending": 0,
+        "notReleased": 0,
+    }
 
     world.cluster.annotate(NS, NAME, ANNOTATION_RETRY, "one")
     world.advance()
@@ -194,7 +218,13 @@ def test_retry_releases_only_the_failed_customers(world: World) -> None:
     world.run_job()
     world.advance()
     assert world.reason("Complete") == "AllCustomersSucceeded"
-    assert counters(world.status()) == {"total": 10, "succeeded": 10, "failed": 0, "pending": 0}
+    assert counters(world.status()) == {
+        "total": 10,
+        "succeeded": 10,
+        "failed": 0,
+        "pending": 0,
+        "notReleased": 0,
+    }
     assert world.status()["retryToken"] == "one"
     assert [s["step"] for s in world.index()["steps"]] == ["main", "retry"]
 
@@ -267,18 +297,23 @@ def test_a_build_no_shard_can_release_fails_the_run_before_its_job(
 
 
 def test_a_storage_outage_is_retried_then_fails_the_run(world: World) -> None:
-    """The reports bucket is down while the snapshot is written: a passing problem, retried visibly,
-    then SnapshotFailed; once storage is back, a retry token starts the run again."""
+    """The reports bucket is down while the snapshot is written: a passing problem, said at once
+    (Progressing, StorageUnavailable, one Waiting Event) and retried within seconds, then, after
+    WEBRELEASE_WAIT_SECONDS, SnapshotFailed; once storage is back, a retry token starts it again."""
     world.cluster.apply(NS, NAME, spec())
     world.store.down_buckets = {"reports"}
-    for attempt in range(RETRIES):
-        with pytest.raises(kopf.TemporaryError, match="unreachable"):
-            world.start(retry=attempt)
+    for attempt, waited in enumerate((0.0, 3.0, WAIT - 1)):
+        with pytest.raises(kopf.TemporaryError, match="unreachable") as raised:
+            world.start(retry=attempt, waited=waited)
+        assert raised.value.delay is not None and raised.value.delay <= 10
         assert world.reason("Failed") is None
-    assert world.posted() == ["StorageProblem"] * RETRIES
+        assert world.reason("Progressing") == "StorageUnavailable"
+        assert world.status()["observedGeneration"] == 1
+    assert world.posted() == ["Waiting"]  # said once, not on every look
     with pytest.raises(kopf.PermanentError):
-        world.start(retry=RETRIES)
+        world.start(retry=3, waited=WAIT)
     assert world.reason("Failed") == "SnapshotFailed"
+    assert "gave up after waiting 60 s" in world.cluster.condition(NS, NAME, "Failed")["message"]  # type: ignore[index]
     assert world.cluster.jobs == {}
 
     # the input is fixed: a new retry token starts the run from the snapshot

@@ -69,6 +69,8 @@ class Customers(_Model):
     succeeded: int = 0
     failed: int = 0
     pending: int = 0
+    #: left out by a run that has ended (the rest after a failed canary, shards the Job stopped)
+    not_released: int = 0
 
 
 class Shards(_Model):

@@ -47,6 +47,8 @@ MAX_SHARDS = 5000
 TEMPLATE_TIMEOUT_SECONDS = 5.0
 
 URL_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.+)$"
+ENDPOINT_PATTERN = r"^https?://[^\s/]+(/.*)?$"
+REGION_PATTERN = r"^[a-z0-9-]{1,32}$"
 S3_OR_FILE_URL = Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
 
 
@@ -78,12 +80,18 @@ class Model(BaseModel):
         extra="forbid",
         populate_by_name=True,
         alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        # the string under each field is its description in the CRD (`kubectl explain`)
+        use_attribute_docstrings=True,
     )
 
 
 class SecretKeyRef(Model):
+    """A key of a Secret in the release's namespace."""
+
     name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Secret's name."""
     key: Annotated[str, Field(min_length=1, max_length=253)]
+    """The key whose value is used."""
 
 
 class SecretRef(Model):
@@ -91,18 +99,22 @@ class SecretRef(Model):
     (keys ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, optional ``AWS_SESSION_TOKEN``)."""
 
     name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The Secret's name."""
 
 
 class Source(Model):
     """The build: an immutable prefix of web assets."""
 
     url: S3_OR_FILE_URL
+    """Where the build is, e.g. `s3://builds/web/2026-11-28/` (`file://` for local runs only)."""
 
 
 class Target(Model):
     """Where each customer's site goes: a template on the customer's fields, e.g. ``s3://sites/{id}/``."""
 
     url: Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
+    """A folder per customer, with placeholders for the customer's fields after the bucket, ending
+    in `/`: `s3://sites/{id}/`, `s3://sites/{region}/{slug}/`. Two customers may not share one."""
 
     @field_validator("url")
     @classmethod
@@ -112,8 +124,12 @@ class Target(Model):
 
 
 class ConfigMapKeyRef(Model):
+    """A key of a ConfigMap in the release's namespace."""
+
     name: Annotated[str, Field(min_length=1, max_length=253)]
+    """The ConfigMap's name."""
     key: Annotated[str, Field(min_length=1, max_length=253)]
+    """The key (in `data` or `binaryData`) that holds the list."""
 
 
 class SqlSource(Model):
@@ -121,17 +137,24 @@ class SqlSource(Model):
     ``id`` column."""
 
     secret_ref: SecretKeyRef
+    """The Secret key holding the database URL (`postgresql://user:password@host/db`)."""
     query: Annotated[str, Field(min_length=1, max_length=16384)]
+    """A read-only query; each row is a customer, its columns the fields (one of them `id`)."""
 
 
 class Customers(Model):
     """Exactly one source of the customer list."""
 
     url: S3_OR_FILE_URL | None = None
+    """An object holding the list (JSON lines, a JSON array or CSV; `.gz` is unpacked)."""
     config_map_ref: ConfigMapKeyRef | None = None
+    """A ConfigMap key holding the list. Waited for when it does not exist yet."""
     inline: Annotated[list[dict[str, Any]], Field(max_length=INLINE_CUSTOMERS_MAX)] | None = None
+    """The records themselves (at most 100; larger lists belong in object storage)."""
     sql: SqlSource | None = None
+    """A relational database and a query."""
     format: Literal["auto", "jsonl", "json", "csv"] = "auto"
+    """How the list of `url` or `configMapRef` is written; `auto` tells by its name and first byte."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Customers:
@@ -146,6 +169,8 @@ class Overrides(Model):
     """A per-customer prefix whose files replace or add to the build's, e.g. ``s3://overrides/{id}/``."""
 
     url: Annotated[str, Field(pattern=URL_PATTERN, max_length=1024)]
+    """A folder per customer with placeholders like `target.url`, ending in `/`; a customer without
+    such a folder gets the build as is."""
 
     @field_validator("url")
     @classmethod
@@ -155,25 +180,38 @@ class Overrides(Model):
 
 
 class Sharding(Model):
+    """How the customers are split into shards (one pod each, Job indexes)."""
+
     customers_per_shard: Annotated[int, Field(ge=1, le=100_000)] = 50
+    """Customers one shard pod releases; more shards are made if the list would need over 5,000."""
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Shard pods running at once."""
 
 
 class FailurePolicy(Model):
     """Retries per shard and how many failed customers are tolerated (Degraded) before the run is Failed."""
 
     retries_per_shard: Annotated[int, Field(ge=0, le=20)] = 2
+    """New pods for a shard that failed (a retry redoes only what differs); bad input is not retried."""
     tolerated_failed_customers: Annotated[int, Field(ge=0)] = 0
+    """Failed customers that still make the run Degraded rather than Failed."""
     tolerated_failed_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    """The same as a percentage of the run's customers; the larger of the two counts."""
 
 
 class Canary(Model):
     """Customers released first; the rest only if all of them succeed."""
 
-    ids: Annotated[list[Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]], Field(max_length=100)] | None = (
-        None
-    )
+    ids: (
+        Annotated[
+            list[Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN, max_length=63)]], Field(max_length=100)
+        ]
+        | None
+    ) = None
+    """These customers (all must be in the list)."""
     count: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """This many customers, chosen by a hash of their id (the same ones run after run); a count that
+    covers the whole list means no canary step, which the run says."""
 
     @model_validator(mode="after")
     def _one(self) -> Canary:
@@ -186,13 +224,14 @@ class Storage(Model):
     """How to reach S3. Credentials from a Secret, or the pod's own identity (ServiceAccount /
     environment)."""
 
-    endpoint_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$", max_length=512)] | None = None
-    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
+    endpoint_url: Annotated[str, Field(pattern=ENDPOINT_PATTERN, max_length=512)] | None = None
+    """The S3 endpoint, `http(s)://host[:port]`; empty for AWS."""
+    region: Annotated[str, Field(pattern=REGION_PATTERN, max_length=32)] = "us-east-1"
+    """The region: lowercase letters, digits and dashes."""
     addressing_style: Literal["auto", "path", "virtual"] = "path"
+    """`path` (`host/bucket/key`, what most S3-compatible servers want) or `virtual` (`bucket.host/key`)."""
     secret_ref: SecretRef | None = None
-    #: The S3 fast path (docs/storage.md): copies, puts and listing pages sent by a lean request
-    #: path of its own. ``false`` sends every request through boto3; so does the environment
-    #: variable ``WEBRELEASE_S3_FAST_PATH=0`` on any copier process.
+    """The Secret with the credentials; none: the pods' own identity. Waited for when missing."""
     fast_path: Annotated[
         bool,
         Field(
@@ -207,30 +246,49 @@ class Reports(Model):
     """Where snapshots and reports go (``s3://bucket/prefix/`` or ``file://``)."""
 
     url: S3_OR_FILE_URL
+    """A folder; each run writes `<url>/<namespace>/<name>/g<generation>-<uid>/` below it (the
+    frozen list, every shard's results, `index.json`)."""
 
 
 class Toleration(Model):
+    """A Kubernetes toleration of the shard pods."""
+
     key: str | None = None
+    """The taint key (none with `Exists`: every taint)."""
     operator: Literal["Exists", "Equal"] | None = None
+    """`Equal` (the default) or `Exists`."""
     value: str | None = None
+    """The taint value, with `Equal`."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect; none: every effect."""
     toleration_seconds: int | None = None
+    """With `NoExecute`: how long the pod stays once tainted."""
 
 
 class Resources(Model):
+    """Kubernetes resource requests and limits of the shard container."""
+
     requests: dict[str, str] | None = None
+    """E.g. `{cpu: 250m, memory: 256Mi}`."""
     limits: dict[str, str] | None = None
+    """E.g. `{memory: 1Gi}`."""
 
 
 class Worker(Model):
     """The shard pods."""
 
     image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """The shard pods' image; none: the operator's default."""
     resources: Resources | None = None
+    """Requests and limits; none: the operator's default."""
     service_account_name: Annotated[str, Field(max_length=253)] | None = None
+    """The pods' ServiceAccount (e.g. for IAM roles); they never get an API token."""
     node_selector: dict[str, str] | None = None
+    """Node labels the pods must run on."""
     tolerations: list[Toleration] | None = None
+    """Taints the pods tolerate."""
     objects_in_flight: Annotated[int, Field(ge=1, le=1024)] = 64
+    """Object requests one shard pod has going at once."""
 
 
 DEFAULT_ENTRYPOINTS = ("index.html", "**/*.html")
@@ -293,7 +351,7 @@ LAYOUT_CEL_RULES: Final[tuple[dict[str, JsonValue], ...]] = (
 
 
 class WebReleaseSpec(Model):
-    """``spec`` of a WebRelease (docs/design.md "The API")."""
+    """``spec`` of a WebRelease: one build, released to every customer's own site."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": list(LAYOUT_CEL_RULES)})
 
@@ -304,20 +362,31 @@ class WebReleaseSpec(Model):
     templates: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)
     ] = []
-    #: Rendering one template file for one customer may use at most this much CPU time; a
-    #: template that loops longer fails that customer ("a loop without end?").
+    """Build files rendered per customer (Jinja, sandboxed), as globs relative to the build:
+    `index.html`, `config.js`, `docs/**/*.html`. Every other file is copied as is."""
     template_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = TEMPLATE_TIMEOUT_SECONDS
+    """CPU seconds rendering one template file for one customer may take; a template that loops
+    longer fails that customer."""
     overrides: Overrides | None = None
+    """Per-customer files that replace or add to the build's."""
     entrypoints: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=100)
     ] = list(DEFAULT_ENTRYPOINTS)
+    """Files written last, once everything they load is in place (globs, like `templates`)."""
     prune: bool = False
+    """Delete objects of a customer's site that the release does not have."""
     sharding: Sharding = Sharding()
+    """How the customers are split into shard pods."""
     failure_policy: FailurePolicy = FailurePolicy()
+    """Retries, and how many failed customers make the run Degraded rather than Failed."""
     canary: Canary | None = None
+    """Release these customers first; the others only if every one of them succeeded."""
     dry_run: bool = False
+    """Plan every customer (what would be copied, rendered, deleted) and write nothing to any site."""
     storage: Storage = Storage()
+    """How the operator and the pods reach object storage."""
     worker: Worker = Worker()
+    """The shard pods."""
 
     @field_validator("templates", "entrypoints")
     @classmethod

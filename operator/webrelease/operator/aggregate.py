@@ -236,6 +236,23 @@ def _objects(summary: ShardSummary | None) -> ObjectTotals:
     return ObjectTotals.model_validate(summary.objects.model_dump())
 
 
+def _written(attempts: Sequence[PodAttempt], final: ShardSummary | None) -> ObjectTotals:
+    """What every attempt of a shard wrote (an attempt that failed half-way wrote something too),
+    and what its final attempt found unchanged."""
+    copied = rendered = deleted = written = 0
+    for attempt in attempts:
+        o = _objects(attempt.summary)
+        copied, rendered, deleted, written = (
+            copied + o.copied,
+            rendered + o.rendered,
+            deleted + o.deleted,
+            written + o.bytes,
+        )
+    return ObjectTotals(
+        copied=copied, rendered=rendered, unchanged=_objects(final).unchanged, deleted=deleted, bytes=written
+    )
+
+
 def _attempt_error(attempt: PodAttempt) -> str:
     if attempt.summary is not None and attempt.summary.error:
         kind = "bad input" if attempt.summary.exit_code == EXIT_BAD_INPUT else "error"
@@ -273,7 +290,7 @@ def shard_view(index: int, customers: int, attempts: Sequence[PodAttempt], job: 
             failed=customers - min(ok, customers),
             attempts=n,
             duration_seconds=_duration(succeeded_pod) if succeeded_pod is not None else None,
-            objects=_objects(summary),
+            objects=_written(ordered, summary),
             summary=summary,
         )
     failed_index = job is not None and index in job.failed
@@ -304,7 +321,7 @@ def shard_view(index: int, customers: int, attempts: Sequence[PodAttempt], job: 
             duration_seconds=_duration(last_done),
             failed_sample=sample,
             error=error,
-            objects=_objects(summary),
+            objects=_written(ordered, summary),
             summary=summary,
         )
     if n:
@@ -436,6 +453,11 @@ def fold_step(
         errors=errors,
         views=views,
     )
+
+
+def run_ended(counts: CustomerCounts) -> CustomerCounts:
+    """The counts of a run that has ended: nobody is pending any more; who was is not released."""
+    return counts.model_copy(update={"pending": 0, "not_released": counts.not_released + counts.pending})
 
 
 def plan_fold(planned: Sequence[Any], *, total: int) -> StepFold:

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TextIO
 
-from webrelease.operator.conditions import Reason
+from webrelease.operator.conditions import RESTARTABLE, Reason
 from webrelease.operator.constants import ANNOTATION_RETRY
 from webrelease.operator.kube import Kube, api_client, kubeconfig_namespace
-from webrelease.operator.status import ConditionType, WebReleaseStatus
+from webrelease.operator.status import ConditionType, StepKind, WebReleaseStatus
 
 EXIT_COMPLETE: Final = 0
 EXIT_NOT_FOUND: Final = 2
@@ -63,6 +63,8 @@ def exit_code(body: dict[str, Any]) -> int:
         return EXIT_NOT_FOUND
     if status.observed_generation != generation or status.run is None or status.run.generation != generation:
         return EXIT_IN_PROGRESS
+    if retry_waiting(body, status):
+        return EXIT_IN_PROGRESS  # `webrelease retry` was asked for and not taken up yet
     if status.completion_time is None or status.is_true(ConditionType.PROGRESSING):
         return EXIT_IN_PROGRESS
     if status.is_true(ConditionType.COMPLETE):
@@ -70,17 +72,45 @@ def exit_code(body: dict[str, Any]) -> int:
     return EXIT_FAILED_CUSTOMERS
 
 
+def retry_waiting(body: dict[str, Any], status: WebReleaseStatus) -> bool:
+    """The retry annotation holds a token the operator has not acted on yet."""
+    token = ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_RETRY)
+    return bool(token) and token != status.retry_token
+
+
+def headline(body: dict[str, Any], status: WebReleaseStatus) -> str:
+    """One line: what the release is doing or how it ended, and never a state of another generation."""
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    if status.observed_generation is None:
+        return "Pending: the operator has not taken the release up yet (is it running?)"
+    if status.observed_generation != generation:
+        return (
+            f"Pending: the operator has not taken generation {generation} up yet "
+            f"(what follows is of generation {status.observed_generation})"
+        )
+    progressing = status.condition(ConditionType.PROGRESSING)
+    if progressing is None:
+        return "Pending"
+    line = progressing.reason
+    first_true = next((c for c in status.conditions if c.status == "True"), None)
+    if first_true is not None and first_true.reason != line and first_true.type != ConditionType.ACCEPTED:
+        line += f" ({first_true.reason})"
+    if status.completion_time is not None and retry_waiting(body, status):
+        line += "; a retry was asked for and is not taken up yet"
+    return line
+
+
 def render(body: dict[str, Any], out: TextIO, *, max_shards: int | None = None) -> None:
     """The per-shard table and the totals, for a human."""
     meta = body.get("metadata") or {}
     status = WebReleaseStatus.from_k8s(body.get("status"))
-    progressing = status.condition(ConditionType.PROGRESSING)
-    headline = progressing.reason if progressing is not None else "Pending"
+    dry_run = status.run is not None and status.run.step == StepKind.PLAN
     print(
-        f"WebRelease {meta.get('namespace')}/{meta.get('name')}  generation {meta.get('generation')}",
+        f"WebRelease {meta.get('namespace')}/{meta.get('name')}  generation {meta.get('generation')}"
+        + ("  (dry run: nothing is written)" if dry_run else ""),
         file=out,
     )
-    print(f"state:      {headline}", file=out)
+    print(f"state:      {headline(body, status)}", file=out)
     for cond in status.conditions:
         if cond.status == "True" and cond.message:
             print(f"  {cond.type.value}: {cond.message}", file=out)
@@ -88,23 +118,39 @@ def render(body: dict[str, Any], out: TextIO, *, max_shards: int | None = None) 
     if accepted is not None and accepted.status == "False":
         print(f"  Accepted=False: {accepted.message}", file=out)
     c, s, o = status.customers, status.shards, status.objects
-    print(
-        f"customers:  {c.total} total, {c.succeeded} succeeded, {c.failed} failed, {c.pending} pending",
-        file=out,
-    )
-    print(
-        f"shards:     {s.total} total, {s.succeeded} succeeded, {s.failed} failed, {s.active} active, "
-        f"{s.pending} pending",
-        file=out,
-    )
-    print(
-        f"objects:    {o.copied} copied, {o.rendered} rendered, {o.unchanged} unchanged, "
-        f"{o.deleted} deleted, {o.bytes} bytes written",
-        file=out,
-    )
+    done = "planned" if dry_run else "succeeded"
+    line = f"customers:  {c.total} total, {c.succeeded} {done}, {c.failed} failed"
+    if c.pending or not c.not_released:
+        line += f", {c.pending} pending"
+    if c.not_released:
+        line += f", {c.not_released} not released"
+    print(line, file=out)
+    if not dry_run:
+        print(
+            f"shards:     {s.total} total, {s.succeeded} succeeded, {s.failed} failed, {s.active} active, "
+            f"{s.pending} pending",
+            file=out,
+        )
+    if dry_run:
+        print(
+            f"objects:    a release would copy {o.copied}, render {o.rendered}, leave {o.unchanged} "
+            f"unchanged, delete {o.deleted}, and write {o.bytes} bytes",
+            file=out,
+        )
+    else:
+        print(
+            f"objects:    {o.copied} copied, {o.rendered} rendered, {o.unchanged} unchanged, "
+            f"{o.deleted} deleted, {o.bytes} bytes written",
+            file=out,
+        )
+    if status.canary is not None:
+        shown = ", ".join(status.canary.ids)
+        more = status.canary.count - len(status.canary.ids)
+        print(f"canary:     {shown}" + (f" and {more} more" if more > 0 else ""), file=out)
     if status.run is not None:
         r = status.run
-        print(f"step:       {r.step.value} ({r.step_id}), Job {r.job}", file=out)
+        job = "no Job (a dry run plans in the operator)" if dry_run else f"Job {r.job}"
+        print(f"step:       {r.step.value} ({r.step_id}), {job}", file=out)
     if status.snapshot is not None:
         print(
             f"snapshot:   {status.snapshot.url} "
@@ -179,17 +225,53 @@ def status_command(  # noqa: PLR0913 (clock and sleep are test seams)
     return code
 
 
+def retry_outlook(body: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a retry can do something for this release, and what it will do (or why not)."""
+    status = WebReleaseStatus.from_k8s(body.get("status"))
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    failed = status.condition(ConditionType.FAILED)
+    accepted = status.condition(ConditionType.ACCEPTED)
+    if accepted is not None and accepted.status == "False" and status.observed_generation == generation:
+        return False, (
+            "the spec is invalid; a retry cannot help: fix the spec (a new generation starts a new run): "
+            + accepted.message
+        )
+    if status.observed_generation != generation or status.completion_time is None:
+        return True, "the run is still going: the retry is acted on once it has ended"
+    if failed is not None and failed.status == "True" and failed.reason in RESTARTABLE:
+        return True, "the run failed before its first Job: it starts again from the customer source"
+    c = status.customers
+    if dry_run_of(status):
+        return False, "a dry run writes nothing: there is nothing to retry"
+    if c.failed == 0 and c.pending == 0 and c.not_released == 0:
+        return False, f"nothing to retry: all {c.succeeded} customers of the run succeeded"
+    again = c.failed + c.pending + c.not_released
+    return True, (
+        f"{again} customer(s) of the run that did not succeed will be released again, "
+        "as their records are now in the customer source"
+    )
+
+
+def dry_run_of(status: WebReleaseStatus) -> bool:
+    return status.run is not None and status.run.step == StepKind.PLAN
+
+
 def retry_command(kube: Kube, namespace: str, name: str, out: TextIO, *, token: str | None = None) -> int:
     """Set the retry annotation to a new token: the operator re-runs the customers of the last run
-    that did not succeed (once the run has ended)."""
-    token = token or datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    body = kube.annotate_release(namespace, name, {ANNOTATION_RETRY: token})
+    that did not succeed (once the run has ended). Says first what the retry will do, and sets
+    nothing when it cannot do anything (exit 0 when there is nothing to do, 2 for an invalid spec)."""
+    body = kube.get_release(namespace, name)
     if body is None:
         print(f"webrelease: WebRelease {namespace}/{name} not found", file=out)
         return EXIT_NOT_FOUND
-    print(
-        f"{ANNOTATION_RETRY}={token} set on {namespace}/{name}: "
-        "the customers of the last run that did not succeed will be released again",
-        file=out,
-    )
+    useful, what = retry_outlook(body)
+    if not useful:
+        print(f"webrelease: {namespace}/{name}: {what}; no retry set", file=out)
+        return EXIT_NOT_FOUND if "spec is invalid" in what else EXIT_COMPLETE
+    token = token or datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    annotated = kube.annotate_release(namespace, name, {ANNOTATION_RETRY: token})
+    if annotated is None:
+        print(f"webrelease: WebRelease {namespace}/{name} not found", file=out)
+        return EXIT_NOT_FOUND
+    print(f"{ANNOTATION_RETRY}={token} set on {namespace}/{name}: {what}", file=out)
     return EXIT_COMPLETE

@@ -18,7 +18,16 @@ from typing import Literal
 
 from webrelease.operator.status import MAX_MESSAGE_CHARS, Condition, ConditionType, truncate
 
-__all__ = ["ConditionType", "Outcome", "Reason", "finished", "invalid", "running", "set_condition"]
+__all__ = [
+    "RESTARTABLE",
+    "ConditionType",
+    "Outcome",
+    "Reason",
+    "finished",
+    "invalid",
+    "running",
+    "set_condition",
+]
 
 
 class Reason(StrEnum):
@@ -32,6 +41,11 @@ class Reason(StrEnum):
     CANARY = "Canary"
     RETRYING = "Retrying"
     SUPERSEDING = "Superseding"
+    STARTING = "Starting"
+    # Progressing=True while waiting for something the run needs (it resumes by itself)
+    SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a password
+    CONFIG_MAP_NOT_FOUND = "ConfigMapNotFound"
+    STORAGE_UNAVAILABLE = "StorageUnavailable"
     # Progressing=False: the outcome
     COMPLETE = "Complete"
     DEGRADED = "Degraded"
@@ -48,6 +62,14 @@ class Reason(StrEnum):
     NOT_FINISHED = "NotFinished"
 
 
+#: A run that failed for one of these reasons, before its first Job, starts again on the retry
+#: annotation once its input (the customer list, a Secret, storage, the build) is fixed; an invalid
+#: spec needs a new generation.
+RESTARTABLE: frozenset[str] = frozenset(
+    {Reason.INVALID_CUSTOMER_LIST.value, Reason.SNAPSHOT_FAILED.value, Reason.BUILD_UNUSABLE.value}
+)
+
+
 class Outcome(StrEnum):
     """How a run ended: names the one terminal condition that is ``True``."""
 
@@ -62,7 +84,10 @@ _OUTCOME_TYPE = {
     Outcome.DEGRADED: ConditionType.DEGRADED,
     Outcome.FAILED: ConditionType.FAILED,
 }
-_ORDER = (ConditionType.ACCEPTED, ConditionType.PROGRESSING, *_TERMINAL)
+#: The order conditions are listed in: the first one that is True says what the release is doing or
+#: how it ended (``kubectl get wr``'s *Reason* column is the first True condition's reason);
+#: ``Accepted`` comes last, so its ``Valid`` never hides it.
+_ORDER = (ConditionType.PROGRESSING, *_TERMINAL, ConditionType.ACCEPTED)
 
 
 def set_condition(

@@ -21,6 +21,9 @@ __all__ = ["KIND"]
 
 #: Label on every Job and pod of a release: the WebRelease's name.
 LABEL_RELEASE: Final = f"{GROUP}/release"
+#: Longest WebRelease name: it is the value of :data:`LABEL_RELEASE` (a label value: at most 63
+#: characters). The CRD refuses longer names (a CEL rule on ``metadata.name``).
+MAX_RELEASE_NAME: Final = 63
 #: Label on every Job and pod: the step id (``g3-main-1a2b3c``), unique per WebRelease.
 LABEL_STEP: Final = f"{GROUP}/step"
 #: Label on every Job and pod: the generation of the WebRelease the Job was made for.

@@ -28,8 +28,24 @@ from typing import Any, Final
 
 import yaml
 
-from webrelease.copier.spec import INLINE_CUSTOMERS_MAX, WebReleaseSpec
-from webrelease.operator.constants import CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from webrelease.copier.spec import (
+    CUSTOMER_ID_PATTERN,
+    ENDPOINT_PATTERN,
+    INLINE_CUSTOMERS_MAX,
+    REGION_PATTERN,
+    URL_PATTERN,
+    WebReleaseSpec,
+)
+from webrelease.operator.constants import (
+    CRD_NAME,
+    GROUP,
+    KIND,
+    MAX_RELEASE_NAME,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+)
 from webrelease.operator.status import WebReleaseStatus
 
 #: Where ``python -m webrelease.operator.crd`` writes, relative to the repository root.
@@ -65,7 +81,30 @@ CEL_RULES: Final[Mapping[str, Sequence[Mapping[str, str]]]] = {
     ),
 }
 
-#: kubectl get wr: what a user looks at first.
+#: What each pattern of the spec allows, in words. In the CRD a pattern becomes a CEL rule with this
+#: message (the same regular expression), so that ``kubectl apply`` says what is allowed instead of
+#: printing the expression. A spec pattern missing here fails ``tests/unit/test_crd.py``.
+PATTERN_WORDS: Final[Mapping[str, str]] = {
+    URL_PATTERN: "must be s3://<bucket>/<prefix> (a bucket of 3 to 63 lowercase letters, digits, dots "
+    "and dashes, starting and ending with a letter or digit), or file://<path> for local runs",
+    ENDPOINT_PATTERN: "must be http:// or https:// followed by a host and optional port, e.g. "
+    "https://s3.example.com:9000",
+    REGION_PATTERN: "must be 1 to 32 lowercase letters, digits and dashes, e.g. eu-west-1",
+    CUSTOMER_ID_PATTERN: "must be a customer id: 1 to 63 lowercase letters, digits, '.', '_' and '-', "
+    "starting and ending with a letter or digit",
+}
+
+#: CEL rules on the whole object: the name becomes a label value on every Job and pod.
+OBJECT_RULES: Final[Sequence[Mapping[str, str]]] = (
+    {
+        "rule": f"size(self.metadata.name) <= {MAX_RELEASE_NAME}",
+        "message": f"metadata.name must be at most {MAX_RELEASE_NAME} characters: it is a label value "
+        "on every Job and pod of the release",
+    },
+)
+
+#: kubectl get wr: what a user looks at first. (The apiserver shows the first match of a JSONPath:
+#: conditions are listed so that the first True one says what is going on, see conditions.py.)
 PRINTER_COLUMNS: Final = (
     {
         "name": "Progress",
@@ -81,8 +120,46 @@ PRINTER_COLUMNS: Final = (
         "jsonPath": '.status.conditions[?(@.type=="Progressing")].reason',
         "description": "What the run is doing, or how it ended (Complete, Degraded, Failed).",
     },
-    {"name": "Shards", "type": "integer", "jsonPath": ".status.shards.total", "priority": 1},
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.status=="True")].reason',
+        "description": "Why: the reason of the condition that is true (e.g. SecretNotFound, CanaryFailed).",
+    },
+    {
+        "name": "Gen",
+        "type": "integer",
+        "jsonPath": ".metadata.generation",
+        "description": "The generation of the spec.",
+    },
+    {
+        "name": "Observed",
+        "type": "integer",
+        "jsonPath": ".status.observedGeneration",
+        "description": "The generation the status describes: less than Gen means the status is stale.",
+    },
+    {
+        "name": "DryRun",
+        "type": "boolean",
+        "jsonPath": ".spec.dryRun",
+        "description": "True: a plan only, nothing is written.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Shards", "type": "integer", "jsonPath": ".status.shards.total", "priority": 1},
+    {
+        "name": "Build",
+        "type": "string",
+        "jsonPath": ".spec.source.url",
+        "priority": 1,
+        "description": "The build being released.",
+    },
+    {
+        "name": "Canary",
+        "type": "string",
+        "jsonPath": ".status.canary.ids",
+        "priority": 1,
+        "description": "The canary customers of the run (the first 20).",
+    },
 )
 
 # OpenAPI formats the apiserver knows; others pydantic may emit are dropped.
@@ -171,6 +248,8 @@ def to_structural(
         elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
+        elif key == "pattern" and defaults and value in PATTERN_WORDS:
+            rules.append({"rule": f"self.matches(r'{value}')", "message": PATTERN_WORDS[value]})
         elif key == "description":
             out["description"] = " ".join(str(value).split()).replace("``", "`")
         elif key == "x-kubernetes-validations":
@@ -234,6 +313,7 @@ def build_crd() -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        "x-kubernetes-validations": [dict(r) for r in OBJECT_RULES],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

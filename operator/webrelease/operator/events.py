@@ -29,6 +29,8 @@ class EventReason(StrEnum):
     RETRY_STARTED = "RetryStarted"
     NOTHING_TO_RETRY = "NothingToRetry"
     STORAGE_PROBLEM = "StorageProblem"
+    WAITING = "Waiting"
+    CANARY_COVERS_ALL = "CanaryCoversEveryone"
 
 
 _WARNINGS = frozenset(
@@ -38,6 +40,8 @@ _WARNINGS = frozenset(
         EventReason.RUN_DEGRADED,
         EventReason.RUN_FAILED,
         EventReason.STORAGE_PROBLEM,
+        EventReason.WAITING,
+        EventReason.CANARY_COVERS_ALL,
     }
 )
 

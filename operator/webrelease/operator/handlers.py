@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 from typing import Any
 
@@ -63,6 +64,10 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logge
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Events come from explicit milestones (events.py) and kopf's own warnings, not every log line.
     settings.posting.level = logging.WARNING
+    # `kubectl describe wr` shows who said it: the operator, not the framework
+    settings.posting.reporting_component = MANAGED_BY
+    settings.posting.reporting_instance = ours.pod_name or MANAGED_BY
+    settings.posting.event_name_prefix = "webrelease-"
     # Watches are re-established regularly, so a silently dropped connection is noticed.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -84,13 +89,15 @@ def probe(memo: kopf.Memo, **_: Any) -> int:
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="run")
 @kopf.on.create(GROUP, VERSION, PLURAL, id="run")
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="run")
-async def run(namespace: str | None, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:
+async def run(
+    namespace: str | None, name: str, memo: kopf.Memo, retry: int, runtime: datetime.timedelta, **_: Any
+) -> None:
     namespace = namespace or ""  # WebReleases are namespaced: never empty
     ctx = context_of(memo)
     async with ctx.lock(namespace, name):
         body = await asyncio.to_thread(ctx.kube.get_release, namespace, name)
         if body is not None:
-            await start_run(ctx, body, retry=retry)
+            await start_run(ctx, body, retry=retry, waited=runtime.total_seconds())
     ctx.wake(namespace, name)
 
 

@@ -40,7 +40,7 @@ from webrelease.copier.invocation import (
 )
 from webrelease.copier.runlayout import ShardPlan
 from webrelease.copier.runreport import tolerated_failures
-from webrelease.copier.spec import WebReleaseSpec
+from webrelease.copier.spec import MAX_SHARDS, WebReleaseSpec
 from webrelease.copier.storage.storeset import ENV_FAST_PATH, fast_path_wanted
 from webrelease.operator.constants import (
     ANNOTATION_REPORT_URL,
@@ -59,8 +59,10 @@ from webrelease.operator.constants import (
 )
 from webrelease.operator.settings import WorkerDefaults
 
-#: Longest Job name: the Job controller puts it in a label value on every pod.
-MAX_JOB_NAME: Final = 63
+#: Longest Job name. The Job controller puts it in a label value on every pod (at most 63
+#: characters), and a pod of an Indexed Job gets the hostname ``<job>-<index>``, a DNS label of at
+#: most 63 characters: room is kept for the largest index (``-4999``).
+MAX_JOB_NAME: Final = 63 - len(f"-{MAX_SHARDS - 1}")
 TERMINATION_MESSAGE_PATH: Final = "/dev/termination-log"
 
 
@@ -92,17 +94,20 @@ def _short_hash(*parts: str, length: int = 5) -> str:
 
 
 def job_name(release: str, step_id: str) -> str:
-    """``<release>-<step-id>``, deterministic, at most 63 characters.
+    """``<release>-<step-id>``, deterministic, at most :data:`MAX_JOB_NAME` characters for every
+    release name the CRD allows, every generation and every retry number.
 
-    A long release name is cut and a hash of the whole name added, so two long names that share
-    their beginning still get different Jobs.
+    A long release name (or one with a dot) is cut (dots become dashes) and a hash of the whole name
+    added, so two names that share their beginning still get different Jobs.
     """
     name = f"{release}-{step_id}"
-    if len(name) <= MAX_JOB_NAME:
+    # a dot is fine in a Job name but not in the pods' hostname (a DNS label)
+    if len(name) <= MAX_JOB_NAME and "." not in release:
         return name
     digest = _short_hash(release)
     keep = MAX_JOB_NAME - len(step_id) - len(digest) - 2
-    return f"{release[:keep].rstrip('-.')}-{digest}-{step_id}"
+    base = release.replace(".", "-")[: max(0, keep)].rstrip("-")
+    return f"{base}-{digest}-{step_id}" if base else f"{digest}-{step_id}"
 
 
 def max_failed_indexes(shards: int, tolerated_customers: int) -> int:

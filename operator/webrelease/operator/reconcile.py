@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -35,7 +35,7 @@ from webrelease.copier.dryrun import encode_plan, plan_release
 from webrelease.copier.runlayout import ShardPlan
 from webrelease.copier.runreport import FailedEntry, StepEntry
 from webrelease.copier.snapshot import SnapshotError
-from webrelease.copier.sources import SourceError
+from webrelease.copier.sources import MissingReference, SourceError
 from webrelease.copier.spec import SpecError, WebReleaseSpec, parse_spec
 from webrelease.copier.storage import Credentials, InvalidUrl, Location, StorageError, parse_url
 from webrelease.operator.aggregate import (
@@ -47,9 +47,10 @@ from webrelease.operator.aggregate import (
     job_view,
     plan_fold,
     pod_attempt,
+    run_ended,
 )
 from webrelease.operator.api import JobRefused, NamespacedReaders, ReleaseApi
-from webrelease.operator.conditions import Outcome, Reason, finished, invalid, running, set_condition
+from webrelease.operator.conditions import RESTARTABLE, Outcome, Reason, finished, invalid, running
 from webrelease.operator.constants import (
     ANNOTATION_RETRY,
     LABEL_GENERATION,
@@ -70,21 +71,30 @@ from webrelease.operator.reports import (
     step_entry,
 )
 from webrelease.operator.runs import (
+    NAME_FIELD,
     CanaryError,
     StepStart,
+    before_run_status,
+    canary_covers_all,
     canary_ids,
+    canary_status,
+    check_release_name,
+    describe_source,
     first_step,
     not_succeeded,
     plan_step,
     progress_message,
+    retry_delay,
     run_id,
     select,
     started_status,
     step_folder,
     step_id,
+    waiting_message,
 )
 from webrelease.operator.settings import OperatorSettings, WorkerDefaults
 from webrelease.operator.status import (
+    CanaryStatus,
     Carried,
     ConditionType,
     ReportRef,
@@ -97,11 +107,6 @@ from webrelease.operator.status import (
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-#: Why a run can fail before its first Job and be started again by the retry annotation once the
-#: input (the customer list, a Secret, the build) is fixed; an invalid spec needs a new generation.
-RESTARTABLE: Final = frozenset(
-    {Reason.INVALID_CUSTOMER_LIST.value, Reason.SNAPSHOT_FAILED.value, Reason.BUILD_UNUSABLE.value}
-)
 #: Seconds between checks while an old Job is being deleted.
 SUPERSEDE_POLL: Final = 2.0
 _OUTCOME_EVENTS: Final = {
@@ -260,6 +265,7 @@ async def write_status(ctx: Context, rel: Release, new: WebReleaseStatus) -> Non
 def cluster_spec(body: Mapping[str, Any]) -> WebReleaseSpec:
     """The spec, re-validated with the same models as the CRD, plus what a cluster needs.
     SpecError names the field."""
+    check_release_name(str((body.get("metadata") or {}).get("name") or ""))
     spec = parse_spec(body.get("spec") or {})
     for field_name, url in (
         ("spec.source.url", spec.source.url),
@@ -279,6 +285,15 @@ def cluster_spec(body: Mapping[str, Any]) -> WebReleaseSpec:
     return spec
 
 
+def waiting_reason(exc: Exception) -> Reason:
+    """What a run waits for, by the error that stopped it: a Secret, a ConfigMap, or storage."""
+    if isinstance(exc, CredentialsError):
+        return Reason.SECRET_NOT_FOUND
+    if isinstance(exc, MissingReference):
+        return Reason.CONFIG_MAP_NOT_FOUND if exc.where == "ConfigMap" else Reason.SECRET_NOT_FOUND
+    return Reason.STORAGE_UNAVAILABLE
+
+
 async def _credentials(ctx: Context, rel: Release, spec: WebReleaseSpec) -> Credentials | None:
     ref = spec.storage.secret_ref
     if ref is None:
@@ -292,7 +307,7 @@ async def _storage(ctx: Context, rel: Release, spec: WebReleaseSpec) -> ReleaseS
 
 
 def _temporary(ctx: Context, retry: int, message: str) -> kopf.TemporaryError:
-    return kopf.TemporaryError(message, delay=min(60.0, 2.0 * (retry + 1)))
+    return kopf.TemporaryError(message, delay=retry_delay(retry))
 
 
 async def _fail_run(
@@ -385,6 +400,8 @@ async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step recor
     run_folder: Location,
     new_run: bool,
     reason: EventReason,
+    canary: CanaryStatus | None = None,
+    note: str | None = None,
 ) -> None:
     sid = step_id(rel.generation, kind, retries)
     plan = plan_step(spec, snapshot.count)
@@ -424,6 +441,8 @@ async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step recor
         retry_token=retry_token,
         retries=retries,
         now=ctx.now(),
+        canary=canary,
+        note=note,
     )
     new = started_status(
         rel.status,
@@ -440,7 +459,7 @@ async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step recor
     ctx.metrics.set_progress(
         rel.namespace,
         rel.name,
-        customers=new.customers.model_dump(),
+        customers=new.customers.model_dump(exclude={"not_released"}),
         shards=new.shards.model_dump(exclude={"pending"}),
     )
     what = f"{snapshot.count} customer(s) in {plan.shards} shard(s)"
@@ -452,20 +471,78 @@ async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step recor
 # ---------------------------------------------------------------------------------- start_run
 
 
-async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = False) -> None:
+async def _before_run(ctx: Context, rel: Release, reason: Reason, message: str) -> Release:
+    """Say at once what this generation waits for (:func:`.runs.before_run_status`); the release
+    as it now is."""
+    new = before_run_status(
+        rel.status, generation=rel.generation, reason=reason, message=message, now=ctx.now()
+    )
+    await write_status(ctx, rel, new)
+    return replace(rel, status=new)
+
+
+async def _referenced_objects(readers: NamespacedReaders, spec: WebReleaseSpec) -> None:
+    """The ConfigMap or SQL Secret the customer source names exists and has its key (else
+    MissingReference): both may well appear a moment after the WebRelease (one ``kubectl apply -f``
+    of a folder, an Argo CD sync), so they are waited for, not a bad customer list."""
+    cm = spec.customers.config_map_ref
+    if cm is not None:
+        try:
+            await _call(readers.config_map_value, cm.name, cm.key)
+        except MissingReference as exc:
+            raise MissingReference(f"spec.customers.configMapRef: {exc.message}", exc.where) from None
+    sql = spec.customers.sql
+    if sql is not None:
+        try:
+            await _call(readers.secret_value, sql.secret_ref.name, sql.secret_ref.key)
+        except MissingReference as exc:
+            raise MissingReference(f"spec.customers.sql.secretRef: {exc.message}", exc.where) from None
+
+
+async def _wait_or_give_up(
+    ctx: Context, rel: Release, exc: Exception, *, waited: float | None, again: bool, retry: int
+) -> None:
+    """Something the run needs is not there (yet): say so at once (condition and Event) and try
+    again soon, or, after ``WEBRELEASE_WAIT_SECONDS``, end the run Failed. Always raises."""
+    problem = exc.message if isinstance(exc, MissingReference) else str(exc)
+    reason = waiting_reason(exc)
+    if again or waited is None or waited >= ctx.settings.wait_seconds:
+        message = (
+            problem
+            if again or waited is None
+            else f"{problem} (gave up after waiting {ctx.settings.wait_seconds:g} s)"
+        )
+        message += f"; once fixed: webrelease retry {rel.name} -n {rel.namespace}"
+        await _fail_run(ctx, rel, Reason.SNAPSHOT_FAILED, message, EventReason.STORAGE_PROBLEM)
+        raise kopf.PermanentError(message)
+    delay = retry_delay(retry)
+    message = waiting_message(problem, now=ctx.now(), waited=waited, wait_seconds=ctx.settings.wait_seconds)
+    before = rel.status.condition(ConditionType.PROGRESSING)
+    await _before_run(ctx, rel, reason, message)
+    if before is None or before.reason != reason.value or before.observed_generation != rel.generation:
+        ctx.post(rel.body, EventReason.WAITING, message)
+    raise kopf.TemporaryError(problem, delay=delay)
+
+
+async def start_run(
+    ctx: Context, body: Obj, *, retry: int = 0, waited: float | None = 0.0, again: bool = False
+) -> None:
     """Start the run of the object's generation, unless it has started already.
 
     ``again``: start it although it failed before its first Job (the retry annotation, after the
     customer list or a Secret was fixed). Raises ``kopf.PermanentError`` (after writing a Failed
     condition) when the spec or the customer list is invalid, and ``kopf.TemporaryError`` while an
-    old Job is going away or a passing problem (a missing Secret, storage unreachable) lasts.
+    old Job is going away or a passing problem (a missing Secret, storage unreachable) lasts:
+    ``waited`` says how long it has lasted (the handler's runtime); after ``wait_seconds`` the run
+    fails. Without ``waited`` (None) or with ``again``, such a problem fails the run at once.
     """
     rel = Release.of(body)
     status = rel.status
     try:
         spec = cluster_spec(body)
     except SpecError as exc:
-        await _supersede(ctx, rel)
+        if exc.field != NAME_FIELD:  # no Job can carry a longer name in its label: none to delete
+            await _supersede(ctx, rel)
         message = str(exc)
         if status.observed_generation != rel.generation or not status.is_true(ConditionType.FAILED):
             new = status.model_copy(
@@ -487,37 +564,29 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
 
     going = await _supersede(ctx, rel)
     if going:
-        conditions = set_condition(
-            status.conditions,
-            ConditionType.PROGRESSING,
-            "True",
-            Reason.SUPERSEDING,
-            f"waiting for Job(s) {', '.join(going)} of an earlier generation to be deleted",
-            generation=rel.generation,
-            now=ctx.now(),
-        )
-        await write_status(ctx, rel, status.model_copy(update={"conditions": conditions}))
-        raise kopf.TemporaryError(
-            f"waiting for Job(s) {', '.join(going)} to be deleted", delay=SUPERSEDE_POLL
-        )
+        message = f"waiting for Job(s) {', '.join(going)} of an earlier generation to be deleted"
+        await _before_run(ctx, rel, Reason.SUPERSEDING, message)
+        raise kopf.TemporaryError(message, delay=SUPERSEDE_POLL)
 
     rid = run_id(rel.generation, rel.uid)
     run_folder = run_location(spec, rel.namespace, rel.name, rid)
     readers = NamespacedReaders(ctx.kube, rel.namespace)
     try:
+        await _referenced_objects(readers, spec)
         storage = await _storage(ctx, rel, spec)
+        if not status.is_true(ConditionType.PROGRESSING) or status.observed_generation != rel.generation:
+            rel = await _before_run(
+                ctx, rel, Reason.STARTING, f"freezing the customer list ({describe_source(spec)})"
+            )
         run_snapshot = await _call(
             lambda: storage.freeze_customers(run_folder, secrets=readers, config_maps=readers)
         )
+    except (CredentialsError, MissingReference, StorageError) as exc:
+        await _wait_or_give_up(ctx, rel, exc, waited=waited, again=again, retry=retry)
+        raise AssertionError("unreachable") from None  # _wait_or_give_up always raises
     except (CustomerListError, SourceError) as exc:
         await _fail_run(ctx, rel, Reason.INVALID_CUSTOMER_LIST, str(exc), EventReason.INVALID_CUSTOMER_LIST)
         raise kopf.PermanentError(str(exc)) from None
-    except (CredentialsError, StorageError) as exc:
-        if retry >= ctx.settings.temporary_retries:
-            await _fail_run(ctx, rel, Reason.SNAPSHOT_FAILED, str(exc), EventReason.STORAGE_PROBLEM)
-            raise kopf.PermanentError(str(exc)) from None
-        ctx.post(rel.body, EventReason.STORAGE_PROBLEM, f"{exc} (try {retry + 1}, will try again)")
-        raise _temporary(ctx, retry, str(exc)) from None
     try:  # what would fail every shard alike (the build, a pattern, the sites' bucket): Failed now
         await _call(check_build, spec, storage.stores)
     except BuildError as exc:
@@ -525,7 +594,8 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
         await _fail_run(ctx, rel, Reason.BUILD_UNUSABLE, str(exc), EventReason.RUN_FAILED)
         raise kopf.PermanentError(str(exc)) from None
     except StorageError as exc:
-        raise _temporary(ctx, retry, f"checking the build: {exc}") from None
+        await _wait_or_give_up(ctx, rel, exc, waited=waited, again=again, retry=retry)
+        raise AssertionError("unreachable") from None  # _wait_or_give_up always raises
 
     kind, rest_pending = first_step(spec)
     if kind == StepKind.PLAN:
@@ -533,6 +603,8 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
         return
     snapshot = run_snapshot
     folder = run_folder.child(step_folder(kind))
+    canary: CanaryStatus | None = None
+    note: str | None = None
     if kind == StepKind.CANARY:
         assert spec.canary is not None
         try:
@@ -542,7 +614,10 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
             if len(step_records) == len(records):
                 kind, rest_pending = StepKind.MAIN, False
                 folder = run_folder.child(step_folder(kind))
+                note = canary_covers_all(spec.canary, len(records))
+                ctx.post(rel.body, EventReason.CANARY_COVERS_ALL, note)
             else:
+                canary = canary_status(canaries)
                 snapshot = await _call(storage.write_snapshot, folder, step_records)
         except CanaryError as exc:
             await _call(storage.remove_snapshot, run_folder)
@@ -571,6 +646,8 @@ async def start_run(ctx: Context, body: Obj, *, retry: int = 0, again: bool = Fa
             run_folder=run_folder,
             new_run=True,
             reason=EventReason.STEP_STARTED,
+            canary=canary,
+            note=note,
         )
     except JobRefused as exc:
         # nothing of a run that cannot start stays behind
@@ -631,6 +708,8 @@ async def _plan_run(
     )
     status = _with_fold(rel.status, fold, conditions).model_copy(
         update={
+            "customers": run_ended(fold.customers),
+            "canary": None,
             "observed_generation": rel.generation,
             "start_time": now,
             "completion_time": now,
@@ -741,7 +820,7 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
     ctx.metrics.set_progress(
         rel.namespace,
         rel.name,
-        customers=fold.customers.model_dump(),
+        customers=fold.customers.model_dump(exclude={"not_released"}),
         shards=fold.shards.model_dump(exclude={"pending"}),
     )
     if not fold.finished:
@@ -832,6 +911,10 @@ async def _start_rest(ctx: Context, end: StepEnd) -> None:
     records = await _call(end.storage.read_snapshot, status.snapshot)
     canaries = canary_ids([str(r["id"]) for r in records], spec.canary)
     rest = select(records, canaries, keep=False)
+    if run.retries:
+        # the canary was retried (its customers read again from the source): the rest are released
+        # as their records are now too, not as they were frozen before the user fixed the source
+        rest = await _refreshed(ctx, rel, end.storage, rest)
     rest_folder = end.run_folder.child(step_folder(StepKind.REST))
     await _write_index(end, final=None, outcome=None, reason=Reason.RUNNING, message="canary done")
     snapshot = await _call(end.storage.write_snapshot, rest_folder, rest)
@@ -897,7 +980,9 @@ async def _finish(ctx: Context, end: StepEnd, decision: Decision) -> None:
         generation=rel.generation,
         now=now,
     )
-    final = _with_fold(status, fold, conditions).model_copy(update={"completion_time": now})
+    final = _with_fold(status, fold, conditions).model_copy(
+        update={"completion_time": now, "customers": run_ended(fold.customers)}
+    )
     try:
         index = await _write_index(
             end, final=final, outcome=decision.outcome, reason=decision.reason, message=decision.message

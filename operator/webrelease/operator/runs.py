@@ -19,22 +19,44 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 from webrelease.copier.runlayout import ShardPlan, cluster_run_id, plan_shards, step_folder_name
-from webrelease.copier.spec import Canary, WebReleaseSpec
+from webrelease.copier.spec import Canary, SpecError, WebReleaseSpec
 from webrelease.operator.aggregate import fold_step
 from webrelease.operator.conditions import Reason, running
+from webrelease.operator.constants import MAX_RELEASE_NAME
 from webrelease.operator.status import (
+    MAX_CANARY_IDS,
+    CanaryStatus,
     Carried,
+    CustomerCounts,
+    FailedCustomers,
+    ObjectTotals,
     ReportRef,
     RunStatus,
+    ShardCounts,
     SnapshotStatus,
     StepKind,
     WebReleaseStatus,
 )
 
 Record = dict[str, Any]
+
+
+NAME_FIELD = "metadata.name"
+
+
+def check_release_name(name: str) -> None:
+    """Raise SpecError unless every Job, pod and label made from ``name`` can exist (the CRD's CEL
+    rule says the same at apply time; this catches objects made before it was installed)."""
+    if len(name) > MAX_RELEASE_NAME:
+        raise SpecError(
+            NAME_FIELD,
+            f"{len(name)} characters; at most {MAX_RELEASE_NAME}: the name is a label value on every "
+            "Job and pod of the release. Use a shorter name.",
+        )
 
 
 def run_id(generation: int, uid: str) -> str:
@@ -82,6 +104,21 @@ def canary_ids(ids: Sequence[str], canary: Canary) -> frozenset[str]:
     return frozenset(sorted(ids, key=_spread)[: canary.count])
 
 
+def canary_status(ids: frozenset[str]) -> CanaryStatus:
+    """``status.canary``: how many, and the first ids in order."""
+    return CanaryStatus(count=len(ids), ids=sorted(ids)[:MAX_CANARY_IDS])
+
+
+def canary_covers_all(canary: Canary, customers: int) -> str:
+    """What a run says when its canary would be every customer: there is no canary step."""
+    asked = (
+        f"spec.canary.count is {canary.count} and the customer list has {customers} customer(s)"
+        if canary.count is not None
+        else f"spec.canary.ids names every one of the list's {customers} customer(s)"
+    )
+    return f"{asked}: every customer would be a canary, so there is no canary step; all are released at once"
+
+
 def select(records: Iterable[Record], ids: frozenset[str], *, keep: bool = True) -> list[Record]:
     """The records whose id is (``keep``) or is not in ``ids``, in their order."""
     return [r for r in records if (str(r["id"]) in ids) == keep]
@@ -107,6 +144,10 @@ class StepStart:
     retry_token: str | None
     retries: int
     now: str
+    #: a new run's canary customers
+    canary: CanaryStatus | None = None
+    #: something the user should know about this step (said in the Progressing message)
+    note: str | None = None
 
 
 def plan_step(spec: WebReleaseSpec, customers: int) -> ShardPlan:
@@ -137,6 +178,8 @@ def started_status(
     message = progress_message(start.kind, 0, start.plan.shards, done, total_customers)
     if start.plan.note:
         message += f" ({start.plan.note})"
+    if start.note:
+        message += f"; {start.note}"
     conditions = running(
         previous.conditions,
         _REASONS.get(start.kind, Reason.RUNNING),
@@ -172,9 +215,69 @@ def started_status(
             "shard_statuses_omitted": fold.shard_statuses_omitted,
             "failed_customers": fold.failed_customers,
             "snapshot": run_snapshot,
+            "canary": start.canary if new_run else previous.canary,
             # the index of an earlier step stays valid until this step's replaces it
             "report": ReportRef(url=report_url)
             if new_run or previous.report is None
             else ReportRef(url=report_url, index=previous.report.index, page=previous.report.page),
         }
     )
+
+
+def before_run_status(
+    previous: WebReleaseStatus, *, generation: int, reason: Reason, message: str, now: str
+) -> WebReleaseStatus:
+    """The status of a generation the operator has taken up but whose first Job does not exist yet
+    (an old Job going away, the customer list being frozen, a Secret, ConfigMap or storage waited
+    for): this generation observed, Progressing with ``reason`` and ``message``, no terminal
+    condition true, and nothing of an earlier generation's run shown as if it were this one's.
+    (``run`` stays: it names the earlier run until this one starts.)"""
+    return previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": running(previous.conditions, reason, message, generation=generation, now=now),
+            "progress": None,
+            "start_time": None,
+            "completion_time": None,
+            "customers": CustomerCounts(),
+            "shards": ShardCounts(),
+            "objects": ObjectTotals(),
+            "shard_statuses": [],
+            "shard_statuses_omitted": 0,
+            "failed_customers": FailedCustomers(),
+            "snapshot": None,
+            "report": None,
+        }
+    )
+
+
+#: Longest pause between two looks at something a run waits for (a Secret, a ConfigMap, storage).
+MAX_RETRY_DELAY: Final = 10.0
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds before the next look: 1, 2, 3 ... then every :data:`MAX_RETRY_DELAY` seconds, so a
+    Secret created while the run waits is found within seconds."""
+    return min(MAX_RETRY_DELAY, 1.0 + retry)
+
+
+def waiting_message(problem: str, *, now: str, waited: float, wait_seconds: float) -> str:
+    """What a waiting run says: the problem, that it resumes by itself, and when it gives up."""
+    start = datetime.fromisoformat(now.replace("Z", "+00:00")) - timedelta(seconds=round(waited))
+    deadline = (start + timedelta(seconds=wait_seconds)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        f"{problem}; waiting for it: the run starts by itself within {MAX_RETRY_DELAY:g} s of it being "
+        f"there; gives up at {deadline}"
+    )
+
+
+def describe_source(spec: WebReleaseSpec) -> str:
+    """The customer source, in a few words."""
+    c = spec.customers
+    if c.url is not None:
+        return c.url
+    if c.config_map_ref is not None:
+        return f"ConfigMap {c.config_map_ref.name}, key {c.config_map_ref.key}"
+    if c.sql is not None:
+        return f"SQL, Secret {c.sql.secret_ref.name}"
+    return f"{len(c.inline or [])} inline records"

@@ -20,7 +20,8 @@ variable                                   meaning
 ``WEBRELEASE_METRICS_HOST``                its address (``0.0.0.0``)
 ``WEBRELEASE_BATCH_SECONDS``               status is written at most this often per release (2)
 ``WEBRELEASE_RESYNC_SECONDS``              a release is re-read at least this often (30)
-``WEBRELEASE_TEMPORARY_RETRIES``           retries of a passing problem before Failed
+``WEBRELEASE_WAIT_SECONDS``                how long a missing Secret or ConfigMap, or storage
+                                           out of reach, is waited for before Failed (600)
 ``WEBRELEASE_LEADER_ELECTION``             one replica acts at a time, by a Lease (``true``)
 ``WEBRELEASE_LEADER_ELECTION_LEASE_NAME``  the Lease's name (``webrelease-operator``)
 ``WEBRELEASE_LEADER_ELECTION_NAMESPACE``   its namespace (default: ``POD_NAMESPACE``, see below)
@@ -124,7 +125,7 @@ class OperatorSettings(BaseModel):
     metrics_host: str = "0.0.0.0"  # noqa: S104 - a pod's metrics port
     batch_seconds: Annotated[float, Field(ge=0.0, le=60.0)] = 2.0
     resync_seconds: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0
-    temporary_retries: Annotated[int, Field(ge=0, le=1000)] = 20
+    wait_seconds: Annotated[float, Field(ge=0.0, le=86400.0)] = 600.0
     leader_election: bool = True
     leader_election_lease_name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN)] = (
         DEFAULT_LEASE_NAME

@@ -38,6 +38,8 @@ MAX_FAILED_IDS_PER_SHARD: Final = 3
 MAX_SHARD_FAILED_IDS: Final = 200
 #: Failed customers (with reasons) in ``status.failedCustomers.sample``.
 MAX_FAILED_SAMPLE: Final = 20
+#: Canary customer ids listed in ``status.canary.ids``.
+MAX_CANARY_IDS: Final = 20
 #: Longest reason kept for one failed customer.
 MAX_REASON_CHARS: Final = 200
 #: Longest condition message.
@@ -58,6 +60,8 @@ class StatusModel(BaseModel):
         extra="ignore",
         populate_by_name=True,
         alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        # the string under each field is its description in the CRD (`kubectl explain`)
+        use_attribute_docstrings=True,
     )
 
 
@@ -84,42 +88,68 @@ class Condition(StatusModel):
     """One condition, shaped like ``metav1.Condition``."""
 
     type: ConditionType
+    """Accepted, Progressing, Complete, Degraded or Failed."""
     status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
     reason: Annotated[
         str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
     ]
+    """Why, in one CamelCase word (e.g. `SecretNotFound`, `CanaryFailed`)."""
     message: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)] = ""
+    """What happened, for a human: names the field, object or customers concerned."""
     last_transition_time: Annotated[str, Field(description="RFC 3339 time the status last changed.")]
     observed_generation: NonNegative | None = None
+    """The generation this condition describes."""
 
 
 class CustomerCounts(StatusModel):
     """Customers of the current generation's run: every customer is in exactly one of
-    succeeded, failed or pending."""
+    succeeded, failed, pending or notReleased."""
 
     total: NonNegative = 0
+    """Customers of the run."""
     succeeded: NonNegative = 0
+    """Released, and checked by their shard."""
     failed: NonNegative = 0
-    pending: NonNegative = 0
+    """Failed; the report names each with its reason."""
+    pending: Annotated[int, Field(ge=0, description="Still to be released by the run that is going.")] = 0
+    not_released: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Left out by a run that has ended (the rest after a failed canary, shards "
+            "the Job stopped): a retry releases them.",
+        ),
+    ] = 0
 
 
 class ShardCounts(StatusModel):
     """Shards (Job indexes) of the current step's Job."""
 
     total: NonNegative = 0
+    """Shards of the step."""
     succeeded: NonNegative = 0
+    """Ended with every customer released."""
     failed: NonNegative = 0
+    """Ended with failed customers, or could not run."""
     active: NonNegative = 0
+    """A pod is running, or a retry of it is coming."""
     pending: NonNegative = 0
+    """Not started yet."""
 
 
 class ObjectTotals(StatusModel):
-    """Objects of the run's sites, summed over shards (the latest attempt of each)."""
+    """Objects of the run's sites, summed over shards and every attempt of each (``unchanged``:
+    what each shard's final attempt found already right)."""
 
     copied: NonNegative = 0
+    """Build or override files copied to a site."""
     rendered: NonNegative = 0
+    """Template files rendered for a customer and written."""
     unchanged: NonNegative = 0
+    """Objects already right, not written."""
     deleted: NonNegative = 0
+    """Objects removed from sites (`prune`)."""
     bytes: Annotated[int, Field(ge=0, description="Bytes written (copied server-side or uploaded).")] = 0
 
 
@@ -135,13 +165,19 @@ class ShardStatus(StatusModel):
     an empty ``failedIds`` and an unknown duration are left out."""
 
     index: NonNegative
+    """The Job index."""
     state: ShardState
+    """Pending, Active, Succeeded or Failed."""
     customers: NonNegative
+    """Customers of the shard."""
     succeeded: NonNegative = 0
+    """Of them released (0 when left out)."""
     failed: NonNegative = 0
+    """Of them failed (0 when left out)."""
     attempts: Annotated[int, Field(ge=0, description="Pods started for this shard (1 when left out).")] = 1
     seconds: Annotated[int, Field(ge=0, description="How long its final attempt took.")] | None = None
     failed_ids: Annotated[list[CustomerId], Field(max_length=MAX_FAILED_IDS_PER_SHARD)] = []
+    """Up to 3 of its failed customers."""
 
     def to_k8s(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "state": self.state.value, "customers": self.customers}
@@ -159,9 +195,14 @@ class ShardStatus(StatusModel):
 
 
 class FailedCustomer(StatusModel):
+    """A customer that did not get the release."""
+
     id: CustomerId
+    """The customer's id."""
     reason: Annotated[str, Field(max_length=MAX_REASON_CHARS)] = ""
+    """Why (cut to 200 characters; the report has it whole)."""
     shard: NonNegative | None = None
+    """Its shard."""
 
 
 class FailedCustomers(StatusModel):
@@ -169,15 +210,20 @@ class FailedCustomers(StatusModel):
     list is in the report."""
 
     total: NonNegative = 0
+    """How many customers failed."""
     sample: Annotated[list[FailedCustomer], Field(max_length=MAX_FAILED_SAMPLE)] = []
+    """Up to 20 of them, with reasons."""
 
 
 class SnapshotStatus(StatusModel):
     """A frozen customer list in the report location."""
 
     url: Annotated[str, Field(max_length=2048)]
+    """Where the list is (JSON lines, sorted by id)."""
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    """The sha256 of its bytes: every shard checks it."""
     count: NonNegative
+    """Customers in it."""
 
 
 class ReportRef(StatusModel):
@@ -185,8 +231,11 @@ class ReportRef(StatusModel):
     ``page`` its ``report.html`` (both once a step has ended)."""
 
     url: Annotated[str, Field(max_length=2048)]
+    """The run's report folder."""
     index: Annotated[str, Field(max_length=2048)] | None = None
+    """Its `index.json` (every step, shard and failed customer), once a step has ended."""
     page: Annotated[str, Field(max_length=2048)] | None = None
+    """Its `report.html`, a page for a browser."""
 
 
 class StepKind(StrEnum):
@@ -208,26 +257,43 @@ class Carried(StatusModel):
     """What earlier steps of this run achieved for customers that are not in the current step."""
 
     succeeded: NonNegative = 0
+    """Customers released by earlier steps."""
     objects: ObjectTotals = ObjectTotals()
+    """What earlier steps wrote."""
 
 
 class RunStatus(StatusModel):
     """The current run (one generation) and its current step (one Job)."""
 
     generation: Annotated[int, Field(ge=1)]
+    """The generation of the run."""
     step: StepKind
+    """main, canary, rest, retry or plan (a dry run)."""
     step_id: Annotated[
         str, Field(max_length=63, description="Unique id of the step; names its report folder.")
     ]
     job: Annotated[str, Field(max_length=63, description="The step's Job (empty for a dry run: no Job).")]
     snapshot: SnapshotStatus = Field(description="The customers of this step.")
     customers_per_shard: Annotated[int, Field(ge=1)]
+    """Customers per shard of this step."""
     shards: NonNegative
+    """Shards (Job indexes) of this step."""
     carried: Carried = Carried()
-    #: The canary succeeded and the other customers are still to be released.
+    """What earlier steps of the run achieved."""
     rest_pending: bool = False
+    """The other customers follow once every canary succeeded."""
     retries: NonNegative = 0
+    """Retries of the run so far."""
     started: Annotated[str, Field(description="RFC 3339 time this step's Job was created.")] | None = None
+
+
+class CanaryStatus(StatusModel):
+    """Which customers were the canary of the current run (the first 20 ids)."""
+
+    count: NonNegative
+    """How many customers were the canary."""
+    ids: Annotated[list[CustomerId], Field(max_length=MAX_CANARY_IDS)] = []
+    """Their ids, in order (the first 20)."""
 
 
 class StatusChange(TypedDict, total=False):
@@ -250,6 +316,7 @@ class StatusChange(TypedDict, total=False):
     failed_customers: FailedCustomers
     snapshot: SnapshotStatus | None
     report: ReportRef | None
+    canary: CanaryStatus | None
 
 
 class Folded(Protocol):
@@ -275,6 +342,7 @@ class WebReleaseStatus(StatusModel):
     """``status`` of a WebRelease."""
 
     observed_generation: NonNegative | None = None
+    """The generation this status describes; less than `metadata.generation`: not taken up yet."""
     conditions: Annotated[
         list[Condition],
         Field(
@@ -282,11 +350,14 @@ class WebReleaseStatus(StatusModel):
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         ),
     ] = []
+    """Accepted, Progressing, Complete, Degraded, Failed; the first true one says what is going on."""
     progress: (
         Annotated[str, Field(max_length=64, description="Customers done/total, for kubectl get.")] | None
     ) = None
     start_time: str | None = None
+    """RFC 3339 time the run's first Job was created."""
     completion_time: str | None = None
+    """RFC 3339 time the run ended."""
     run: RunStatus | None = None
     retry_token: Annotated[str, Field(max_length=253)] | None = Field(
         default=None, description="The last webrelease.dev/retry annotation value acted on."
@@ -298,10 +369,14 @@ class WebReleaseStatus(StatusModel):
         list[ShardStatus],
         Field(max_length=MAX_SHARD_ENTRIES, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
     ] = []
+    """One entry per shard of the current step (at most 2,000: failed, active and pending first)."""
     shard_statuses_omitted: NonNegative = 0
+    """Shards left out of `shardStatuses` (every shard is in the report)."""
     failed_customers: FailedCustomers = FailedCustomers()
     snapshot: SnapshotStatus | None = None
+    """The run's frozen customer list."""
     report: ReportRef | None = None
+    canary: CanaryStatus | None = None
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
