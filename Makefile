@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export WEBRELEASE_CACHE ?= $(HOME)/.cache/webrelease
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test check lint unit generate tools bench e2e-kind clean
+.PHONY: help demo cluster test check lint unit generate tools bench e2e-kind clean
 
 ## help: this list.
 help:
@@ -27,6 +27,12 @@ tools: $(STAMP)
 ## demo: a real release of the sample build to a few sample customers, on local folders.
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+## cluster: a local cluster (control plane, S3 server) with webrelease helm-installed and the example
+## release applied; prints what to export and run next. Ctrl-C stops it. CLUSTER_ARGS=--check: wait
+## for the release to complete, check it, stop.
+cluster: $(STAMP)
+	bash scripts/cluster.sh $(CLUSTER_ARGS)
 
 ## lint: ruff, mypy --strict, import-linter (the layering contracts).
 lint: $(STAMP)
