@@ -120,6 +120,15 @@ def _add_plan(sub: Subparsers) -> None:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="list every file that would change")
     p.add_argument(
+        "--customers",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="read the customer list from this local file (JSON lines, JSON or CSV) instead of the "
+        "release's source: for a list that lives in a ConfigMap, `kubectl get configmap NAME "
+        "-o jsonpath='{.data.KEY}' > FILE`",
+    )
+    p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="show a progress bar"
     )
     p.set_defaults(handler=_plan)
@@ -133,7 +142,25 @@ def _plan(args: argparse.Namespace) -> int:
     except (SpecError, ValueError) as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    if args.customers is not None:
+        spec = _with_local_customers(spec, args.customers)
+    elif spec.customers.config_map_ref is not None:
+        ref = spec.customers.config_map_ref
+        _err(
+            f"spec.customers.configMapRef: the list is in ConfigMap {ref.name!r} of a cluster; plan it "
+            f"with --customers FILE (kubectl get configmap {ref.name} -o jsonpath='{{.data.{ref.key}}}' "
+            "> FILE)"
+        )
+        return EXIT_BAD_INPUT
     return _plan_spec(spec, name, out=args.out, verbose=args.verbose, progress=args.progress)
+
+
+def _with_local_customers(spec: WebReleaseSpec, path: Path) -> WebReleaseSpec:
+    """``spec`` with its customer list read from a local file (its format as the release says)."""
+    from webrelease.copier.spec import Customers
+
+    customers = Customers(url=path.resolve().as_uri(), format=spec.customers.format)
+    return spec.model_copy(update={"customers": customers})
 
 
 def _plan_spec(

@@ -65,7 +65,7 @@ def test_run_plan_verify_on_local_folders(example: Path, tmp_path: Path) -> None
     assert len(reports) == 1 and f"report:    file://{reports[0]}/" in run.stdout
     index = json.loads((reports[0] / "index.json").read_text())
     assert index["kind"] == "WebReleaseReport" and index["launcher"] == "local"
-    assert index["customers"] == {"total": 5, "succeeded": 5, "failed": 0, "pending": 0}
+    assert index["customers"] == {"total": 5, "succeeded": 5, "failed": 0, "pending": 0, "notReleased": 0}
     assert (index["exitCode"], index["outcome"], index["failed"]) == (0, "Complete", [])
     page = (reports[0] / "report.html").read_text()
     assert f"page:      file://{reports[0]}/report.html" in run.stdout
@@ -300,3 +300,24 @@ def test_a_report_index_that_cannot_be_written_is_named_not_a_traceback(example:
     assert outcome.exit_code == EXIT_CRASH
     assert outcome.error is not None and "index.json" in outcome.error
     assert list((run_dir / "main" / "shards").glob("*.jsonl")), "the shards' own results must still be there"
+
+
+def test_plan_of_a_cluster_release_reads_a_local_customer_list(example: Path, tmp_path: Path) -> None:
+    """A release whose customers come from a ConfigMap (only a cluster has it) is planned with
+    ``--customers FILE``: the list is read from the file, nothing else of the release changes."""
+    doc = yaml.safe_load(example.read_text())
+    doc["spec"]["customers"] = {"configMapRef": {"name": "customers", "key": "customers.jsonl"}}
+    cluster_release = example.with_name("cluster-release.yaml")
+    cluster_release.write_text(yaml.safe_dump(doc))
+    without = cli("plan", str(cluster_release), "--no-progress")
+    assert without.returncode == 2 and "--customers" in without.stderr, without.stderr
+    plan = cli(
+        "plan",
+        str(cluster_release),
+        "--customers",
+        str(example.with_name("customers.jsonl")),
+        "--no-progress",
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "5 customer(s) planned, 0 cannot be released" in plan.stdout
+    assert not (tmp_path / "out").exists()
