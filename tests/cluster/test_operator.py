@@ -270,7 +270,13 @@ def test_a_local_run_writes_the_layout_and_index_schema_of_a_cluster_run(
     for d in (cluster_doc, local_doc):
         assert (d.outcome, d.reason, d.failed_total) == ("Failed", "TooManyCustomersFailed", 1)
         assert [(f.id, f.shard) for f in d.failed] == [("c013", 1)]
-        assert d.customers.model_dump() == {"total": 20, "succeeded": 19, "failed": 1, "pending": 0}
+        assert d.customers.model_dump() == {
+            "total": 20,
+            "succeeded": 19,
+            "failed": 1,
+            "pending": 0,
+            "not_released": 0,
+        }
         assert [(s.index, s.state, s.customers) for s in d.steps[0].shards] == [
             (0, "Succeeded", 10),
             (1, "Failed", 10),
