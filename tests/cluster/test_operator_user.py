@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_operator import BUILD_V1, BUILD_V2, Env, customers, expected_site, sites, spec_for
+from tests.cluster.test_operator import Env
 from tests.harness.controlplane import ControlPlane, Kube, api_path
 from tests.harness.nodeagent import NodeAgent
 from tests.harness.operator_harness import (
@@ -36,6 +36,7 @@ from tests.harness.operator_harness import (
     wait_release,
 )
 from tests.harness.s3server import S3Endpoint
+from tests.harness.sample_release import BUILD_V1, BUILD_V2, customers, expected_site, sites, spec_for
 
 
 @pytest.fixture(scope="module")
