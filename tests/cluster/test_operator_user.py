@@ -335,3 +335,25 @@ def test_a_canary_count_larger_than_the_list_is_said(env: Env) -> None:
     assert "spec.canary.count is 50 and the customer list has 5 customer(s)" in events[0]["message"]
     assert "no canary step" in events[0]["message"]
     assert body["status"]["run"]["step"] == "main"
+
+
+# ------------------------------------------------------------------- kubectl explain, apply errors
+
+
+def test_kubectl_explain_describes_fields_and_apply_says_patterns_in_words(env: Env) -> None:
+    explained = env.plane.kubectl("explain", "webreleases.spec.canary.count").stdout
+    assert "chosen by a hash of their id" in explained, explained
+    status = env.plane.kubectl("explain", "webreleases.status.customers.notReleased").stdout
+    assert "a retry releases them" in status, status
+
+    url = f"s3://{env.bucket}/lists/customers.jsonl"
+    spec = spec_for(env.s3, env.bucket, url)
+    spec["source"]["url"] = "https://builds.example/web/"
+    spec["storage"]["region"] = "EU West"
+    refused = apply(env.plane, env.ns, manifest("worded", spec))
+    assert refused.returncode != 0
+    assert "spec.source.url" in refused.stderr and "must be s3://<bucket>/<prefix>" in refused.stderr
+    assert (
+        "spec.storage.region" in refused.stderr and "lowercase letters, digits and dashes" in refused.stderr
+    )
+    assert "should match" not in refused.stderr, refused.stderr  # no raw regular expression
