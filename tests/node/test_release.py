@@ -62,7 +62,7 @@ def test_helm_installed_operator_releases_sixty_customers_in_four_shards(
     assert is_true(body, "Complete"), status["conditions"]
     progressing = condition(body, "Progressing")
     assert progressing is not None and (progressing["status"], progressing["reason"]) == ("False", "Complete")
-    assert status["customers"] == {"total": 60, "succeeded": 60, "failed": 0, "pending": 0}
+    assert status["customers"] == {"total": 60, "succeeded": 60, "failed": 0, "pending": 0, "notReleased": 0}
     assert status["shards"] == {"total": 4, "succeeded": 4, "failed": 0, "active": 0, "pending": 0}
 
     # every site, byte for byte
