@@ -7,7 +7,7 @@ from typing import get_type_hints
 import pytest
 
 from webrelease.copier.runlayout import plan_shards
-from webrelease.operator.aggregate import StepFold, fold_step
+from webrelease.operator.aggregate import StepFold, fold_step, run_ended
 from webrelease.operator.conditions import Outcome, Reason, finished, running
 from webrelease.operator.status import (
     Carried,
@@ -57,13 +57,13 @@ def test_started_then_a_later_step_keeps_the_clock_and_the_report_url() -> None:
     conditions = running([], Reason.RUNNING, "starting", generation=1, now=T0)
     report = ReportRef(url="s3://reports/shop/spring/g1-abc/")
     first = WebReleaseStatus().started(
-        _run(), _fold(), conditions, snapshot=SNAP, report=report, retry_token=None, new_run=True
+        _run(), _fold(), conditions, snapshot=SNAP, report=report, retry_token=None, new_run=True, canary=None
     )
     assert first.observed_generation == 1 and first.start_time == T0 and first.completion_time is None
     assert first.customers.total == 50 and first.customers.pending == 50
     assert first.shards.pending == 5 and first.snapshot == SNAP and first.report == report
 
-    rest = first.with_report(report.url, report.url + "index.json").started(
+    rest = first.with_report(ReportRef(url=report.url, index=report.url + "index.json")).started(
         _run(StepKind.REST, started=T1),
         _fold(Carried(succeeded=2)),
         conditions,
@@ -71,6 +71,7 @@ def test_started_then_a_later_step_keeps_the_clock_and_the_report_url() -> None:
         report=ReportRef(url=report.url, index=report.url + "index.json"),
         retry_token="t",
         new_run=False,
+        canary=None,
     )
     assert rest.start_time == T0, "the run's clock started with its first step"
     assert rest.run is not None and rest.run.step == StepKind.REST and rest.retry_token == "t"
@@ -86,17 +87,24 @@ def test_finished_failed_observed() -> None:
         report=ReportRef(url="s3://r/"),
         retry_token=None,
         new_run=True,
+        canary=None,
     )
     done = status.with_conditions(
         finished(status.conditions, Outcome.COMPLETE, Reason.ALL_SUCCEEDED, "all", generation=1, now=T2)
-    ).finished(T2)
+    ).finished(T2, customers=run_ended(status.customers))
     assert done.completion_time == T2 and done.is_true(ConditionType.COMPLETE)
+    assert done.customers.pending == 0 and done.customers.not_released == 50
     assert done.start_time == T0
 
     conditions = finished([], Outcome.FAILED, Reason.SNAPSHOT_FAILED, "down", generation=2, now=T2)
     failed = done.failed(2, conditions, now=T2, retry_token="r1")
     assert (failed.observed_generation, failed.retry_token, failed.completion_time) == (2, "r1", T2)
     assert failed.is_true(ConditionType.FAILED)
+
+    waiting = failed.before_run(3, running(conditions, Reason.SUPERSEDING, "old Job", generation=3, now=T2))
+    assert waiting.observed_generation == 3 and waiting.completion_time is None
+    assert waiting.customers.total == 0 and waiting.snapshot is None and waiting.report is None
+    assert waiting.run == failed.run, "run names the earlier run until this one starts"
 
     seen = WebReleaseStatus().observed(3, conditions)
     assert seen.observed_generation == 3 and seen.run is None
@@ -114,6 +122,7 @@ def test_every_field_can_be_changed_alone(field: str) -> None:
         report=ReportRef(url="s3://r/"),
         retry_token="t",
         new_run=True,
+        canary=None,
     )
     other = WebReleaseStatus()
     changed = full.changed(**{field: getattr(other, field)})

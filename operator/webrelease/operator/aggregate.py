@@ -457,7 +457,13 @@ def fold_step(
 
 def run_ended(counts: CustomerCounts) -> CustomerCounts:
     """The counts of a run that has ended: nobody is pending any more; who was is not released."""
-    return counts.model_copy(update={"pending": 0, "not_released": counts.not_released + counts.pending})
+    return CustomerCounts(
+        total=counts.total,
+        succeeded=counts.succeeded,
+        failed=counts.failed,
+        pending=0,
+        not_released=counts.not_released + counts.pending,
+    )
 
 
 def plan_fold(planned: Sequence[Any], *, total: int) -> StepFold:

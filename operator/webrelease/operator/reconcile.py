@@ -327,14 +327,9 @@ async def _fail_run(
             now=ctx.now(),
             accepted=accepted,
         )
-    new = rel.status.model_copy(
-        update={
-            "observed_generation": rel.generation,
-            "conditions": conditions,
-            "completion_time": ctx.now(),
-            # a retry annotation set before this failure has been acted on: this was the try
-            "retry_token": rel.annotations.get(ANNOTATION_RETRY),
-        }
+    # a retry annotation set before this failure has been acted on: this was the try
+    new = rel.status.failed(
+        rel.generation, conditions, now=ctx.now(), retry_token=rel.annotations.get(ANNOTATION_RETRY)
     )
     await write_status(ctx, rel, new)
     ctx.post(rel.body, event, message)
@@ -545,14 +540,8 @@ async def start_run(
             await _supersede(ctx, rel)
         message = str(exc)
         if status.observed_generation != rel.generation or not status.is_true(ConditionType.FAILED):
-            new = status.model_copy(
-                update={
-                    "observed_generation": rel.generation,
-                    "conditions": invalid(
-                        status.conditions, message, generation=rel.generation, now=ctx.now()
-                    ),
-                }
-            )
+            conditions = invalid(status.conditions, message, generation=rel.generation, now=ctx.now())
+            new = status.observed(rel.generation, conditions)
             await write_status(ctx, rel, new)
             ctx.post(rel.body, EventReason.INVALID_SPEC, message)
         raise kopf.PermanentError(message) from None
@@ -706,18 +695,16 @@ async def _plan_run(
         shards=0,
         started=now,
     )
-    status = _with_fold(rel.status, fold, conditions).model_copy(
-        update={
-            "customers": run_ended(fold.customers),
-            "canary": None,
-            "observed_generation": rel.generation,
-            "start_time": now,
-            "completion_time": now,
-            "run": run,
-            "retry_token": rel.annotations.get(ANNOTATION_RETRY),
-            "snapshot": run_snapshot,
-        }
-    )
+    status = rel.status.started(
+        run,
+        fold,
+        conditions,
+        snapshot=run_snapshot,
+        report=ReportRef(url=run_folder.url),
+        retry_token=rel.annotations.get(ANNOTATION_RETRY),
+        new_run=True,
+        canary=None,
+    ).finished(now, customers=run_ended(fold.customers))
     failed = [FailedEntry(id=p.id, reason=p.error or "") for p in planned if p.plan is None]
     doc = index_document(
         None,
@@ -743,7 +730,7 @@ async def _plan_run(
     )
     index = await _call(storage.write_index, run_folder, doc)
     report = ReportRef(url=run_folder.url, index=index, page=page_url(index))
-    status = status.model_copy(update={"report": report})
+    status = status.with_report(report)
     await write_status(ctx, rel, status)
     ctx.post(
         rel.body,
@@ -835,7 +822,7 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
             run.step, Reason.RUNNING
         )
         conditions = running(status.conditions, reason, message, generation=rel.generation, now=ctx.now())
-        await write_status(ctx, rel, _with_fold(status, fold, conditions))
+        await write_status(ctx, rel, status.with_fold(fold, conditions))
         return
 
     decision = decide(run.step, fold, rest_pending=run.rest_pending, policy=spec.failure_policy)
@@ -845,21 +832,6 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
         await _start_rest(ctx, end)
         return
     await _finish(ctx, end, decision)
-
-
-def _with_fold(status: WebReleaseStatus, fold: StepFold, conditions: list[Any]) -> WebReleaseStatus:
-    return status.model_copy(
-        update={
-            "conditions": conditions,
-            "progress": fold.progress,
-            "customers": fold.customers,
-            "shards": fold.shards,
-            "objects": fold.objects,
-            "shard_statuses": fold.shard_statuses,
-            "shard_statuses_omitted": fold.shard_statuses_omitted,
-            "failed_customers": fold.failed_customers,
-        }
-    )
 
 
 async def _recreate_job(
@@ -956,7 +928,7 @@ async def _write_index(
         generation=rel.generation,
         run_id=run_id(rel.generation, rel.uid),
         spec=end.spec,
-        status=final or _with_fold(rel.status, fold, list(rel.status.conditions)),
+        status=final or rel.status.with_fold(fold, list(rel.status.conditions)),
         step=step_entry(run, fold, end.folder),
         failed=failed,
         outcome=outcome.value if outcome is not None else None,
@@ -980,9 +952,7 @@ async def _finish(ctx: Context, end: StepEnd, decision: Decision) -> None:
         generation=rel.generation,
         now=now,
     )
-    final = _with_fold(status, fold, conditions).model_copy(
-        update={"completion_time": now, "customers": run_ended(fold.customers)}
-    )
+    final = status.with_fold(fold, conditions).finished(now, customers=run_ended(fold.customers))
     try:
         index = await _write_index(
             end, final=final, outcome=decision.outcome, reason=decision.reason, message=decision.message
@@ -993,7 +963,7 @@ async def _finish(ctx: Context, end: StepEnd, decision: Decision) -> None:
         )
         raise
     page = page_url(index)
-    final = final.model_copy(update={"report": ReportRef(url=status.report.url, index=index, page=page)})
+    final = final.with_report(ReportRef(url=status.report.url, index=index, page=page))
     await write_status(ctx, rel, final)
     ctx.post(rel.body, _OUTCOME_EVENTS[decision.outcome], f"{decision.message}; report: {page}")
     ctx.metrics.run_finished(
@@ -1021,7 +991,7 @@ async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -
     """The retry annotation has a new value: re-run the customers of the last step that did not succeed."""
     status, run = rel.status, rel.status.run
     assert run is not None and status.report is not None and status.snapshot is not None
-    record_only = status.model_copy(update={"retry_token": token})
+    record_only = status.retry_seen(token)
     if spec.dry_run:
         await write_status(ctx, rel, record_only)
         ctx.post(

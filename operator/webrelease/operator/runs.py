@@ -31,12 +31,8 @@ from webrelease.operator.status import (
     MAX_CANARY_IDS,
     CanaryStatus,
     Carried,
-    CustomerCounts,
-    FailedCustomers,
-    ObjectTotals,
     ReportRef,
     RunStatus,
-    ShardCounts,
     SnapshotStatus,
     StepKind,
     WebReleaseStatus,
@@ -187,40 +183,35 @@ def started_status(
         generation=start.generation,
         now=start.now,
     )
-    return previous.model_copy(
-        update={
-            "observed_generation": start.generation,
-            "conditions": conditions,
-            "progress": fold.progress,
-            "start_time": start.now if new_run or previous.start_time is None else previous.start_time,
-            "completion_time": None,
-            "retry_token": start.retry_token,
-            "run": RunStatus(
-                generation=start.generation,
-                step=start.kind,
-                step_id=start.step_id,
-                job=start.job,
-                snapshot=start.snapshot,
-                customers_per_shard=start.plan.size,
-                shards=start.plan.shards,
-                carried=start.carried,
-                rest_pending=start.rest_pending,
-                retries=start.retries,
-                started=start.now,
-            ),
-            "customers": fold.customers,
-            "shards": fold.shards,
-            "objects": fold.objects,
-            "shard_statuses": fold.shard_statuses,
-            "shard_statuses_omitted": fold.shard_statuses_omitted,
-            "failed_customers": fold.failed_customers,
-            "snapshot": run_snapshot,
-            "canary": start.canary if new_run else previous.canary,
-            # the index of an earlier step stays valid until this step's replaces it
-            "report": ReportRef(url=report_url)
-            if new_run or previous.report is None
-            else ReportRef(url=report_url, index=previous.report.index, page=previous.report.page),
-        }
+    run = RunStatus(
+        generation=start.generation,
+        step=start.kind,
+        step_id=start.step_id,
+        job=start.job,
+        snapshot=start.snapshot,
+        customers_per_shard=start.plan.size,
+        shards=start.plan.shards,
+        carried=start.carried,
+        rest_pending=start.rest_pending,
+        retries=start.retries,
+        started=start.now,
+    )
+    # the index of an earlier step stays valid until this step's replaces it
+    earlier = None if new_run else previous.report
+    report = ReportRef(
+        url=report_url,
+        index=earlier.index if earlier is not None else None,
+        page=earlier.page if earlier is not None else None,
+    )
+    return previous.started(
+        run,
+        fold,
+        conditions,
+        snapshot=run_snapshot,
+        report=report,
+        retry_token=start.retry_token,
+        new_run=new_run,
+        canary=start.canary if new_run else previous.canary,
     )
 
 
@@ -232,23 +223,8 @@ def before_run_status(
     for): this generation observed, Progressing with ``reason`` and ``message``, no terminal
     condition true, and nothing of an earlier generation's run shown as if it were this one's.
     (``run`` stays: it names the earlier run until this one starts.)"""
-    return previous.model_copy(
-        update={
-            "observed_generation": generation,
-            "conditions": running(previous.conditions, reason, message, generation=generation, now=now),
-            "progress": None,
-            "start_time": None,
-            "completion_time": None,
-            "customers": CustomerCounts(),
-            "shards": ShardCounts(),
-            "objects": ObjectTotals(),
-            "shard_statuses": [],
-            "shard_statuses_omitted": 0,
-            "failed_customers": FailedCustomers(),
-            "snapshot": None,
-            "report": None,
-        }
-    )
+    conditions = running(previous.conditions, reason, message, generation=generation, now=now)
+    return previous.before_run(generation, conditions)
 
 
 #: Longest pause between two looks at something a run waits for (a Secret, a ConfigMap, storage).

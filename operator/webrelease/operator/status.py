@@ -421,9 +421,10 @@ class WebReleaseStatus(StatusModel):
         report: ReportRef,
         retry_token: str | None,
         new_run: bool,
+        canary: CanaryStatus | None,
     ) -> WebReleaseStatus:
-        """A step has started (its Job exists): the run's step, its fold, the run's snapshot and
-        report; ``new_run`` starts the run's clock, a later step keeps it."""
+        """A step has started (its Job exists): the run's step, its fold, the run's snapshot,
+        report and canary; ``new_run`` starts the run's clock, a later step keeps it."""
         keep_clock = not new_run and self.start_time is not None
         return self.with_fold(fold, conditions).changed(
             observed_generation=run.generation,
@@ -433,11 +434,33 @@ class WebReleaseStatus(StatusModel):
             run=run,
             snapshot=snapshot,
             report=report,
+            canary=canary,
         )
 
-    def finished(self, now: str) -> WebReleaseStatus:
-        """The run has ended (the final condition is set with it)."""
-        return self.changed(completion_time=now)
+    def before_run(self, generation: int, conditions: list[Condition]) -> WebReleaseStatus:
+        """``generation`` is taken up but its first Job does not exist yet: observed, ``conditions``,
+        and nothing of an earlier run's counters, snapshot or report shown as if they were this
+        one's (``run`` stays: it names the earlier run until this one starts)."""
+        return self.changed(
+            observed_generation=generation,
+            conditions=conditions,
+            progress=None,
+            start_time=None,
+            completion_time=None,
+            customers=CustomerCounts(),
+            shards=ShardCounts(),
+            objects=ObjectTotals(),
+            shard_statuses=[],
+            shard_statuses_omitted=0,
+            failed_customers=FailedCustomers(),
+            snapshot=None,
+            report=None,
+        )
+
+    def finished(self, now: str, *, customers: CustomerCounts) -> WebReleaseStatus:
+        """The run has ended (the final condition is set with it): its clock stops, and
+        ``customers`` are its final counts (nobody pending)."""
+        return self.changed(completion_time=now, customers=customers)
 
     def failed(
         self, generation: int, conditions: list[Condition], *, now: str, retry_token: str | None
@@ -451,8 +474,8 @@ class WebReleaseStatus(StatusModel):
             retry_token=retry_token,
         )
 
-    def with_report(self, url: str, index: str | None) -> WebReleaseStatus:
-        return self.changed(report=ReportRef(url=url, index=index))
+    def with_report(self, report: ReportRef) -> WebReleaseStatus:
+        return self.changed(report=report)
 
     def retry_seen(self, token: str) -> WebReleaseStatus:
         """The retry annotation ``token`` has been acted on (or found nothing to do)."""
