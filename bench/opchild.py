@@ -31,10 +31,10 @@ def main(argv: list[str]) -> int:
         t = now
 
     from webrelease.copier.spec import parse_spec
-    from webrelease.operator.jobs import Owner, StepJob, build_job
+    from webrelease.operator.jobs import Owner, Step, build_job
     from webrelease.operator.kube import Kube, NamespacedReaders, api_client
     from webrelease.operator.reports import ReleaseStorage, run_location
-    from webrelease.operator.runs import plan_step, run_id, step_folder, step_id
+    from webrelease.operator.runs import run_id, step_folder
     from webrelease.operator.settings import WorkerDefaults
     from webrelease.operator.status import StepKind
 
@@ -49,21 +49,16 @@ def main(argv: list[str]) -> int:
     folder = run_location(spec, meta["namespace"], meta["name"], run_id(1, meta["uid"]))
     snapshot = storage.freeze_customers(folder, secrets=readers, config_maps=readers)
     phase("read, validate, sort and write the snapshot (freeze)")
-    plan = plan_step(spec, snapshot.count)
-    manifest = build_job(
-        StepJob(
-            owner=Owner(meta["name"], meta["namespace"], meta["uid"]),
-            spec=spec,
-            generation=1,
-            step_id=step_id(1, StepKind.MAIN),
-            plan=plan,
-            snapshot_url=snapshot.url,
-            snapshot_sha256=snapshot.sha256,
-            report_url=folder.child(step_folder(StepKind.MAIN)).url,
-        ),
-        WorkerDefaults(image="webrelease:bench"),
+    step = Step(
+        owner=Owner(meta["name"], meta["namespace"], meta["uid"]),
+        spec=spec,
+        generation=1,
+        kind=StepKind.MAIN,
+        snapshot=snapshot,
+        folder=folder.child(step_folder(StepKind.MAIN)).url,
     )
-    phase("plan the shards, build the Job")
+    manifest = build_job(step, WorkerDefaults(image="webrelease:bench"))
+    phase("lay out the shards, build the Job")
     _job, created = kube.create_job(manifest)
     phase("create the Job on the API server")
     print(
@@ -71,7 +66,7 @@ def main(argv: list[str]) -> int:
             {
                 "phases": phases,
                 "customers": snapshot.count,
-                "shards": plan.shards,
+                "shards": step.layout.shards,
                 "created": created,
                 "job_bytes": len(json.dumps(manifest, separators=(",", ":"))),
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -17,18 +17,16 @@ from webrelease.operator.commands import (
     status_command,
 )
 from webrelease.operator.conditions import Outcome, Reason, finished, invalid
+from webrelease.operator.jobs import Owner, Step, step_id
 from webrelease.operator.reconcile import PodBook, cluster_spec
 from webrelease.operator.runs import (
     CanaryError,
-    StepStart,
     canary_ids,
     first_step,
     not_succeeded,
-    plan_step,
     run_id,
     select,
     started_status,
-    step_id,
 )
 from webrelease.operator.settings import OperatorSettings, SettingsError
 from webrelease.operator.status import (
@@ -47,6 +45,7 @@ SPEC: dict[str, Any] = {
     "customers": {"url": "s3://lists/customers.jsonl"},
     "reports": {"url": "s3://reports/"},
 }
+NOW = "2026-01-01T00:10:00Z"
 SNAP = SnapshotStatus(url="s3://reports/ns/r/g1-abc/customers.jsonl", sha256="a" * 64, count=50)
 
 
@@ -199,20 +198,18 @@ def test_selecting_customers_keeps_their_order() -> None:
     assert not_succeeded(records, frozenset({"c0", "c2", "c4"})) == [{"id": "c1"}, {"id": "c3"}]
 
 
-def _start(kind: StepKind, count: int, carried: Carried, *, retries: int = 0) -> StepStart:
+def _start(kind: StepKind, count: int, carried: Carried, *, retries: int = 0) -> Step:
     spec = parse_spec({**SPEC, "sharding": {"customersPerShard": 10, "parallelism": 2}})
-    return StepStart(
+    return Step(
+        owner=Owner("r", "ns", "uid-1"),
+        spec=spec,
         generation=1,
         kind=kind,
-        step_id=step_id(1, kind, retries),
-        job=f"r-{step_id(1, kind, retries)}",
         snapshot=SNAP.model_copy(update={"count": count}),
-        plan=plan_step(spec, count),
+        folder="s3://reports/ns/r/g1-abc/main/",
+        retries=retries,
         carried=carried,
         rest_pending=kind == StepKind.CANARY,
-        retry_token=None,
-        retries=retries,
-        now="2026-01-01T00:10:00Z",
     )
 
 
@@ -229,6 +226,7 @@ def test_a_new_run_starts_with_every_customer_pending() -> None:
         run_snapshot=SNAP,
         report_url="s3://reports/ns/r/g1-abc/",
         new_run=True,
+        now=NOW,
     )
     assert status.customers.model_dump() == {
         "total": 50,
@@ -255,6 +253,7 @@ def test_a_retry_step_carries_what_succeeded() -> None:
         run_snapshot=SNAP,
         report_url="s3://r/",
         new_run=False,
+        now=NOW,
     )
     assert status.customers.model_dump() == {
         "total": 50,
@@ -284,6 +283,7 @@ def _running() -> WebReleaseStatus:
         run_snapshot=SNAP,
         report_url="s3://r/",
         new_run=True,
+        now=NOW,
     )
 
 

@@ -12,20 +12,19 @@ from hypothesis import strategies as st
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
 from webrelease.copier.invocation import ENV_INDEX, shard_settings
-from webrelease.copier.runlayout import plan_shards
 from webrelease.copier.spec import MAX_SHARDS, RELEASE_NAME_PATTERN, WebReleaseSpec, parse_spec
 from webrelease.operator.constants import MAX_RELEASE_NAME
 from webrelease.operator.jobs import (
     MAX_JOB_NAME,
     Owner,
-    StepJob,
+    Step,
     build_job,
     job_name,
     max_failed_indexes,
+    step_id,
 )
-from webrelease.operator.runs import step_id
 from webrelease.operator.settings import WorkerDefaults
-from webrelease.operator.status import StepKind
+from webrelease.operator.status import SnapshotStatus, StepKind
 
 OWNER = Owner(name="spring", namespace="shop", uid="0b6f8c1e-1111-2222-3333-444455556666")
 SHA = "ab" * 32
@@ -46,17 +45,16 @@ def _spec(**extra: Any) -> WebReleaseSpec:
     return parse_spec(data)
 
 
-def _step(spec: WebReleaseSpec | None = None, customers: int = 50) -> StepJob:
-    spec = spec or _spec()
-    return StepJob(
+def _step(spec: WebReleaseSpec | None = None, customers: int = 50) -> Step:
+    return Step(
         owner=OWNER,
-        spec=spec,
+        spec=spec or _spec(),
         generation=3,
-        step_id="g3-main",
-        plan=plan_shards(customers, spec.sharding.customers_per_shard, spec.sharding.parallelism),
-        snapshot_url="s3://reports/shop/spring/g3-0b6f8c1e/customers.jsonl",
-        snapshot_sha256=SHA,
-        report_url="s3://reports/shop/spring/g3-0b6f8c1e/main/",
+        kind=StepKind.MAIN,
+        snapshot=SnapshotStatus(
+            url="s3://reports/shop/spring/g3-0b6f8c1e/customers.jsonl", sha256=SHA, count=customers
+        ),
+        folder="s3://reports/shop/spring/g3-0b6f8c1e/main/",
     )
 
 
@@ -129,9 +127,9 @@ def test_the_shard_pod_reads_back_exactly_what_the_operator_meant(index: int) ->
     settings = shard_settings({}, environ)
     assert settings.spec == step.spec
     assert settings.release_name == "spring"
-    assert (settings.snapshot_url, settings.snapshot_sha256) == (step.snapshot_url, SHA)
+    assert (settings.snapshot_url, settings.snapshot_sha256) == (step.snapshot.url, SHA)
     assert settings.shard_size == 10
-    assert settings.report_url == step.report_url
+    assert settings.report_url == step.folder
     assert settings.index == index
 
 

@@ -26,7 +26,7 @@ filesystem, no capabilities and the runtime's default seccomp profile; ``/tmp`` 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
@@ -38,7 +38,7 @@ from webrelease.copier.invocation import (
     ENV_SNAPSHOT_URL,
     ENV_SPEC,
 )
-from webrelease.copier.runlayout import ShardPlan
+from webrelease.copier.runlayout import ShardPlan, plan_shards, step_folder_name
 from webrelease.copier.runreport import tolerated_failures
 from webrelease.copier.spec import MAX_SHARDS, WebReleaseSpec
 from webrelease.copier.storage.storeset import ENV_FAST_PATH, fast_path_wanted
@@ -58,6 +58,7 @@ from webrelease.operator.constants import (
     STORAGE_SECRET_KEYS,
 )
 from webrelease.operator.settings import WorkerDefaults
+from webrelease.operator.status import CanaryStatus, Carried, SnapshotStatus, StepKind
 
 #: Longest Job name. The Job controller puts it in a label value on every pod (at most 63
 #: characters), and a pod of an Indexed Job gets the hostname ``<job>-<index>``, a DNS label of at
@@ -75,18 +76,52 @@ class Owner:
     uid: str
 
 
-@dataclass(frozen=True, slots=True)
-class StepJob:
-    """Everything one step's Job is made of."""
+def step_id(generation: int, kind: StepKind, retry_number: int = 0) -> str:
+    """``g3-main``, ``g3-canary``, ``g3-retry-2``: names the Job and labels its pods."""
+    return f"g{generation}-{step_folder_name(kind.value, retry_number)}"
+
+
+def step_layout(spec: WebReleaseSpec, customers: int) -> ShardPlan:
+    """How a step's customers are cut into shards (``spec.sharding``, at most ``MAX_SHARDS``)."""
+    return plan_shards(customers, spec.sharding.customers_per_shard, spec.sharding.parallelism)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run (one Indexed Job), as decided before its Job exists. The Job is built
+    from it (:func:`build_job`) and the status says it (``runs.started_status``)."""
 
     owner: Owner
     spec: WebReleaseSpec
     generation: int
-    step_id: str
-    plan: ShardPlan
-    snapshot_url: str
-    snapshot_sha256: str
-    report_url: str
+    kind: StepKind
+    #: the customers of this step (the run's snapshot, or a subset of it)
+    snapshot: SnapshotStatus
+    #: this step's report folder (URL)
+    folder: str
+    retries: int = 0
+    #: what earlier steps of the run achieved
+    carried: Carried = field(default_factory=Carried)
+    #: the canary succeeded and the other customers are still to be released
+    rest_pending: bool = False
+    #: the retry annotation this step answers
+    retry_token: str | None = None
+    #: a new run's canary customers
+    canary: CanaryStatus | None = None
+    #: something the user should know about this step (said in the Progressing message)
+    note: str | None = None
+
+    @property
+    def step_id(self) -> str:
+        return step_id(self.generation, self.kind, self.retries)
+
+    @property
+    def job(self) -> str:
+        return job_name(self.owner.name, self.step_id)
+
+    @property
+    def layout(self) -> ShardPlan:
+        return step_layout(self.spec, self.snapshot.count)
 
 
 def _short_hash(*parts: str, length: int = 5) -> str:
@@ -138,15 +173,15 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     }
 
 
-def _env(step: StepJob) -> list[dict[str, Any]]:
+def _env(step: Step) -> list[dict[str, Any]]:
     spec_json = step.spec.model_dump_json(by_alias=True, exclude_none=True)
     env: list[dict[str, Any]] = [
         {"name": ENV_SPEC, "value": spec_json},
         {"name": ENV_RELEASE_NAME, "value": step.owner.name},
-        {"name": ENV_SNAPSHOT_URL, "value": step.snapshot_url},
-        {"name": ENV_SNAPSHOT_SHA256, "value": step.snapshot_sha256},
-        {"name": ENV_SHARD_SIZE, "value": str(step.plan.size)},
-        {"name": ENV_REPORT_URL, "value": step.report_url},
+        {"name": ENV_SNAPSHOT_URL, "value": step.snapshot.url},
+        {"name": ENV_SNAPSHOT_SHA256, "value": step.snapshot.sha256},
+        {"name": ENV_SHARD_SIZE, "value": str(step.layout.size)},
+        {"name": ENV_REPORT_URL, "value": step.folder},
         # a read-only root filesystem: anything that wants a home or a cache gets /tmp
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
@@ -186,12 +221,12 @@ def _tolerations(spec: WebReleaseSpec) -> list[dict[str, Any]]:
     return [t.model_dump(by_alias=True, exclude_none=True) for t in spec.worker.tolerations or []]
 
 
-def build_job(step: StepJob, defaults: WorkerDefaults) -> dict[str, Any]:
+def build_job(step: Step, defaults: WorkerDefaults) -> dict[str, Any]:
     """The Indexed Job manifest of ``step`` (see the module doc)."""
-    if step.plan.shards < 1:
+    if step.layout.shards < 1:
         raise ValueError("a step with no shards has no Job")
     spec = step.spec
-    name = job_name(step.owner.name, step.step_id)
+    name = step.job
     lbl = labels(step.owner, step.generation, step.step_id)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -241,13 +276,13 @@ def build_job(step: StepJob, defaults: WorkerDefaults) -> dict[str, Any]:
     )
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    tolerated = tolerated_failures(spec.failure_policy, step.plan.customers)
+    tolerated = tolerated_failures(spec.failure_policy, step.layout.customers)
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
-        "completions": step.plan.shards,
-        "parallelism": step.plan.parallelism,
+        "completions": step.layout.shards,
+        "parallelism": step.layout.parallelism,
         "backoffLimitPerIndex": spec.failure_policy.retries_per_shard,
-        "maxFailedIndexes": max_failed_indexes(step.plan.shards, tolerated),
+        "maxFailedIndexes": max_failed_indexes(step.layout.shards, tolerated),
         "podReplacementPolicy": "Failed",
         "podFailurePolicy": {
             "rules": [
@@ -274,8 +309,8 @@ def build_job(step: StepJob, defaults: WorkerDefaults) -> dict[str, Any]:
             "namespace": step.owner.namespace,
             "labels": lbl,
             "annotations": {
-                ANNOTATION_SNAPSHOT_SHA256: step.snapshot_sha256,
-                ANNOTATION_REPORT_URL: step.report_url,
+                ANNOTATION_SNAPSHOT_SHA256: step.snapshot.sha256,
+                ANNOTATION_REPORT_URL: step.folder,
             },
             "ownerReferences": [owner_reference(step.owner)],
         },

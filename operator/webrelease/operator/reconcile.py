@@ -58,7 +58,7 @@ from webrelease.operator.constants import (
     LABEL_STEP,
 )
 from webrelease.operator.events import EventReason, post
-from webrelease.operator.jobs import Owner, StepJob, build_job, job_name
+from webrelease.operator.jobs import Owner, Step, build_job, job_name, step_id
 from webrelease.operator.metrics import OperatorMetrics, RunOutcome, ShardOutcome
 from webrelease.operator.reports import (
     CredentialsError,
@@ -73,7 +73,6 @@ from webrelease.operator.reports import (
 from webrelease.operator.runs import (
     NAME_FIELD,
     CanaryError,
-    StepStart,
     before_run_status,
     canary_covers_all,
     canary_ids,
@@ -82,14 +81,12 @@ from webrelease.operator.runs import (
     describe_source,
     first_step,
     not_succeeded,
-    plan_step,
     progress_message,
     retry_delay,
     run_id,
     select,
     started_status,
     step_folder,
-    step_id,
     waiting_message,
 )
 from webrelease.operator.settings import OperatorSettings, WorkerDefaults
@@ -379,40 +376,18 @@ async def _delete_other_jobs(ctx: Context, rel: Release, keep: str) -> None:
             await _call(ctx.kube.delete_job, rel.namespace, name)
 
 
-async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step record)
+async def _create_step(
     ctx: Context,
     rel: Release,
-    spec: WebReleaseSpec,
+    step: Step,
     *,
-    kind: StepKind,
-    snapshot: SnapshotStatus,
-    folder: Location,
-    carried: Carried,
-    rest_pending: bool,
-    retry_token: str | None,
-    retries: int,
     run_snapshot: SnapshotStatus,
     run_folder: Location,
     new_run: bool,
     reason: EventReason,
-    canary: CanaryStatus | None = None,
-    note: str | None = None,
 ) -> None:
-    sid = step_id(rel.generation, kind, retries)
-    plan = plan_step(spec, snapshot.count)
-    manifest = build_job(
-        StepJob(
-            owner=rel.owner,
-            spec=spec,
-            generation=rel.generation,
-            step_id=sid,
-            plan=plan,
-            snapshot_url=snapshot.url,
-            snapshot_sha256=snapshot.sha256,
-            report_url=folder.url,
-        ),
-        ctx.worker_defaults(),
-    )
+    """Create ``step``'s Job (or find it), then say in status that the step has started."""
+    manifest = build_job(step, ctx.worker_defaults())
     try:
         job, created = await _call(ctx.kube.create_job, manifest)
     except JobRefused as exc:
@@ -420,36 +395,21 @@ async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step recor
     owners = [o.get("uid") for o in (job.get("metadata") or {}).get("ownerReferences") or []]
     if rel.uid not in owners:
         raise kopf.TemporaryError(
-            f"Job {manifest['metadata']['name']} belongs to another (deleted) WebRelease; "
-            "waiting for it to go",
+            f"Job {step.job} belongs to another (deleted) WebRelease; waiting for it to go",
             delay=SUPERSEDE_POLL,
         )
-    start = StepStart(
-        generation=rel.generation,
-        kind=kind,
-        step_id=sid,
-        job=manifest["metadata"]["name"],
-        snapshot=snapshot,
-        plan=plan,
-        carried=carried,
-        rest_pending=rest_pending,
-        retry_token=retry_token,
-        retries=retries,
-        now=ctx.now(),
-        canary=canary,
-        note=note,
-    )
     new = started_status(
         rel.status,
-        start,
+        step,
+        now=ctx.now(),
         total_customers=run_snapshot.count,
         run_snapshot=run_snapshot,
         report_url=run_folder.url,
         new_run=new_run,
     )
     await write_status(ctx, rel, new)
-    ctx.pods.forget(rel.namespace, rel.name, keep=sid)
-    await _delete_other_jobs(ctx, rel, keep=start.job)
+    ctx.pods.forget(rel.namespace, rel.name, keep=step.step_id)
+    await _delete_other_jobs(ctx, rel, keep=step.job)
     ctx.metrics.run_started(rel.namespace, rel.name, resumed=not created)
     ctx.metrics.set_progress(
         rel.namespace,
@@ -457,10 +417,9 @@ async def _create_step(  # noqa: PLR0913 (a data clump, to become one Step recor
         customers=new.customers.model_dump(exclude={"not_released"}),
         shards=new.shards.model_dump(exclude={"pending"}),
     )
-    what = f"{snapshot.count} customer(s) in {plan.shards} shard(s)"
-    ctx.post(
-        rel.body, reason, f"Job {start.job} {'created' if created else 'found'}: {kind.value} step, {what}"
-    )
+    what = f"{step.snapshot.count} customer(s) in {step.layout.shards} shard(s)"
+    verb = "created" if created else "found"
+    ctx.post(rel.body, reason, f"Job {step.job} {verb}: {step.kind.value} step, {what}")
 
 
 # ---------------------------------------------------------------------------------- start_run
@@ -620,23 +579,26 @@ async def start_run(
         rel.body, EventReason.SNAPSHOT_WRITTEN, f"{run_snapshot.count} customers frozen in {run_snapshot.url}"
     )
     try:
+        step = Step(
+            owner=rel.owner,
+            spec=spec,
+            generation=rel.generation,
+            kind=kind,
+            snapshot=snapshot,
+            folder=folder.url,
+            rest_pending=rest_pending,
+            retry_token=rel.annotations.get(ANNOTATION_RETRY),
+            canary=canary,
+            note=note,
+        )
         await _create_step(
             ctx,
             rel,
-            spec,
-            kind=kind,
-            snapshot=snapshot,
-            folder=folder,
-            carried=Carried(),
-            rest_pending=rest_pending,
-            retry_token=rel.annotations.get(ANNOTATION_RETRY),
-            retries=0,
+            step,
             run_snapshot=run_snapshot,
             run_folder=run_folder,
             new_run=True,
             reason=EventReason.STEP_STARTED,
-            canary=canary,
-            note=note,
         )
     except JobRefused as exc:
         # nothing of a run that cannot start stays behind
@@ -791,7 +753,7 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
     run_folder = parse_url(status.report.url)
     folder = run_folder.child(step_folder(run.step, run.retries))
     if job is None:
-        await _recreate_job(ctx, rel, spec, plan, folder)
+        await _recreate_job(ctx, rel, _current_step(rel, spec, run, folder))
         return
     view = job_view(job)
     if relist or view.finished:
@@ -834,33 +796,32 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
     await _finish(ctx, end, decision)
 
 
-async def _recreate_job(
-    ctx: Context, rel: Release, spec: WebReleaseSpec, plan: ShardPlan, folder: Location
-) -> None:
+def _current_step(rel: Release, spec: WebReleaseSpec, run: RunStatus, folder: Location) -> Step:
+    """The step ``run`` says is going, as it was started."""
+    return Step(
+        owner=rel.owner,
+        spec=spec,
+        generation=rel.generation,
+        kind=run.step,
+        snapshot=run.snapshot,
+        folder=folder.url,
+        retries=run.retries,
+        carried=run.carried,
+        rest_pending=run.rest_pending,
+        retry_token=rel.status.retry_token,
+    )
+
+
+async def _recreate_job(ctx: Context, rel: Release, step: Step) -> None:
     """The step's Job is gone before the step ended (deleted by hand): make it again (same name;
     shards redo only what differs)."""
-    run = rel.status.run
-    assert run is not None
-    manifest = build_job(
-        StepJob(
-            owner=rel.owner,
-            spec=spec,
-            generation=rel.generation,
-            step_id=run.step_id,
-            plan=plan,
-            snapshot_url=run.snapshot.url,
-            snapshot_sha256=run.snapshot.sha256,
-            report_url=folder.url,
-        ),
-        ctx.worker_defaults(),
-    )
-    _job, created = await _call(ctx.kube.create_job, manifest)
+    _job, created = await _call(ctx.kube.create_job, build_job(step, ctx.worker_defaults()))
     if created:
         ctx.pods.forget(rel.namespace, rel.name)
         ctx.post(
             rel.body,
             EventReason.JOB_RECREATED,
-            f"Job {run.job} was deleted before the step ended; created again",
+            f"Job {step.job} was deleted before the step ended; created again",
         )
 
 
@@ -891,17 +852,21 @@ async def _start_rest(ctx: Context, end: StepEnd) -> None:
     await _write_index(end, final=None, outcome=None, reason=Reason.RUNNING, message="canary done")
     snapshot = await _call(end.storage.write_snapshot, rest_folder, rest)
     ctx.post(rel.body, EventReason.CANARY_SUCCEEDED, f"all {fold.step_succeeded} canary customers succeeded")
+    step = Step(
+        owner=rel.owner,
+        spec=spec,
+        generation=rel.generation,
+        kind=StepKind.REST,
+        snapshot=snapshot,
+        folder=rest_folder.url,
+        retries=run.retries,
+        carried=Carried(succeeded=fold.customers.succeeded, objects=fold.objects),
+        retry_token=status.retry_token,
+    )
     await _create_step(
         ctx,
         rel,
-        spec,
-        kind=StepKind.REST,
-        snapshot=snapshot,
-        folder=rest_folder,
-        carried=Carried(succeeded=fold.customers.succeeded, objects=fold.objects),
-        rest_pending=False,
-        retry_token=status.retry_token,
-        retries=run.retries,
+        step,
         run_snapshot=status.snapshot,
         run_folder=end.run_folder,
         new_run=False,
@@ -1017,17 +982,22 @@ async def _retry(ctx: Context, rel: Release, spec: WebReleaseSpec, token: str) -
     retries = run.retries + 1
     folder = run_folder.child(step_folder(StepKind.RETRY, retries))
     snapshot = await _call(storage.write_snapshot, folder, again)
-    await _create_step(
-        ctx,
-        rel,
-        spec,
+    step = Step(
+        owner=rel.owner,
+        spec=spec,
+        generation=rel.generation,
         kind=StepKind.RETRY,
         snapshot=snapshot,
-        folder=folder,
+        folder=folder.url,
+        retries=retries,
         carried=Carried(succeeded=status.customers.succeeded, objects=status.objects),
         rest_pending=run.rest_pending,
         retry_token=token,
-        retries=retries,
+    )
+    await _create_step(
+        ctx,
+        rel,
+        step,
         run_snapshot=status.snapshot,
         run_folder=run_folder,
         new_run=False,

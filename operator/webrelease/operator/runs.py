@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from webrelease.copier.runlayout import ShardPlan, cluster_run_id, plan_shards, step_folder_name
+from webrelease.copier.runlayout import cluster_run_id, step_folder_name
 from webrelease.copier.spec import Canary, SpecError, WebReleaseSpec
 from webrelease.operator.aggregate import fold_step
 from webrelease.operator.conditions import Reason, running
 from webrelease.operator.constants import MAX_RELEASE_NAME
+from webrelease.operator.jobs import Step
 from webrelease.operator.status import (
     MAX_CANARY_IDS,
     CanaryStatus,
-    Carried,
     ReportRef,
     RunStatus,
     SnapshotStatus,
@@ -62,11 +61,6 @@ def run_id(generation: int, uid: str) -> str:
 
 def step_folder(kind: StepKind, retry_number: int = 0) -> str:
     return step_folder_name(kind.value, retry_number)
-
-
-def step_id(generation: int, kind: StepKind, retry_number: int = 0) -> str:
-    """``g3-main``, ``g3-canary``, ``g3-retry-2``: names the Job and labels its pods."""
-    return f"g{generation}-{step_folder(kind, retry_number)}"
 
 
 def first_step(spec: WebReleaseSpec) -> tuple[StepKind, bool]:
@@ -125,31 +119,6 @@ def not_succeeded(records: Iterable[Record], succeeded: frozenset[str]) -> list[
     return [r for r in records if str(r["id"]) not in succeeded]
 
 
-@dataclass(frozen=True, slots=True)
-class StepStart:
-    """What is known when a step's Job is created."""
-
-    generation: int
-    kind: StepKind
-    step_id: str
-    job: str
-    snapshot: SnapshotStatus
-    plan: ShardPlan
-    carried: Carried
-    rest_pending: bool
-    retry_token: str | None
-    retries: int
-    now: str
-    #: a new run's canary customers
-    canary: CanaryStatus | None = None
-    #: something the user should know about this step (said in the Progressing message)
-    note: str | None = None
-
-
-def plan_step(spec: WebReleaseSpec, customers: int) -> ShardPlan:
-    return plan_shards(customers, spec.sharding.customers_per_shard, spec.sharding.parallelism)
-
-
 def progress_message(step: StepKind, shards_done: int, shards: int, done: int, total: int) -> str:
     what = {StepKind.CANARY: "canary: ", StepKind.RETRY: "retry: ", StepKind.PLAN: "dry run: "}.get(step, "")
     return f"{what}{shards_done}/{shards} shards done, {done}/{total} customers"
@@ -160,8 +129,9 @@ _REASONS = {StepKind.CANARY: Reason.CANARY, StepKind.RETRY: Reason.RETRYING}
 
 def started_status(
     previous: WebReleaseStatus,
-    start: StepStart,
+    step: Step,
     *,
+    now: str,
     total_customers: int,
     run_snapshot: SnapshotStatus,
     report_url: str,
@@ -169,32 +139,32 @@ def started_status(
 ) -> WebReleaseStatus:
     """The status when a step's Job has just been created: its shards pending, earlier steps' results
     carried, Progressing. ``new_run`` starts the run's clock."""
-    fold = fold_step(start.plan, total_customers=total_customers, carried=start.carried, pods=(), job=None)
+    fold = fold_step(step.layout, total_customers=total_customers, carried=step.carried, pods=(), job=None)
     done = fold.customers.succeeded + fold.customers.failed
-    message = progress_message(start.kind, 0, start.plan.shards, done, total_customers)
-    if start.plan.note:
-        message += f" ({start.plan.note})"
-    if start.note:
-        message += f"; {start.note}"
+    message = progress_message(step.kind, 0, step.layout.shards, done, total_customers)
+    if step.layout.note:
+        message += f" ({step.layout.note})"
+    if step.note:
+        message += f"; {step.note}"
     conditions = running(
         previous.conditions,
-        _REASONS.get(start.kind, Reason.RUNNING),
+        _REASONS.get(step.kind, Reason.RUNNING),
         message,
-        generation=start.generation,
-        now=start.now,
+        generation=step.generation,
+        now=now,
     )
     run = RunStatus(
-        generation=start.generation,
-        step=start.kind,
-        step_id=start.step_id,
-        job=start.job,
-        snapshot=start.snapshot,
-        customers_per_shard=start.plan.size,
-        shards=start.plan.shards,
-        carried=start.carried,
-        rest_pending=start.rest_pending,
-        retries=start.retries,
-        started=start.now,
+        generation=step.generation,
+        step=step.kind,
+        step_id=step.step_id,
+        job=step.job,
+        snapshot=step.snapshot,
+        customers_per_shard=step.layout.size,
+        shards=step.layout.shards,
+        carried=step.carried,
+        rest_pending=step.rest_pending,
+        retries=step.retries,
+        started=now,
     )
     # the index of an earlier step stays valid until this step's replaces it
     earlier = None if new_run else previous.report
@@ -209,9 +179,9 @@ def started_status(
         conditions,
         snapshot=run_snapshot,
         report=report,
-        retry_token=start.retry_token,
+        retry_token=step.retry_token,
         new_run=new_run,
-        canary=start.canary if new_run else previous.canary,
+        canary=step.canary if new_run else previous.canary,
     )
 
 
