@@ -609,6 +609,22 @@ async def start_run(
         raise kopf.PermanentError(str(exc)) from None
 
 
+def restart_wanted(status: WebReleaseStatus, token: str | None) -> bool:
+    """The run of the observed generation failed before its first Job because of its input (the
+    customer list, a Secret or storage, the build) and the retry annotation has a new value."""
+    failed = status.condition(ConditionType.FAILED)
+    fresh = bool(token) and token != status.retry_token
+    return fresh and failed is not None and failed.reason in RESTARTABLE
+
+
+async def restart(ctx: Context, body: Obj) -> None:
+    """Start again, from the snapshot, the run of this generation that failed before its first Job
+    (:func:`restart_wanted`): the user says its input is fixed. A problem that is still there fails
+    it again at once, naming the problem; nothing is waited for (the user is there to retry)."""
+    with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+        await start_run(ctx, body, again=True)
+
+
 # ------------------------------------------------------------------------------------- dry run
 
 
@@ -729,11 +745,8 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
     if status.observed_generation != rel.generation:
         return
     if run is None or run.generation != rel.generation:
-        failed = status.condition(ConditionType.FAILED)
-        if token and token != status.retry_token and failed is not None and failed.reason in RESTARTABLE:
-            # the run failed before its first Job; its input may have been fixed since: start again
-            with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
-                await start_run(ctx, body, again=True)
+        if restart_wanted(status, token):
+            await restart(ctx, body)
         return
     spec = cluster_spec(body)
     if status.completion_time is not None:
