@@ -33,7 +33,7 @@ from bench.config import ROOT
 from bench.report import table
 from bench.s3 import BenchServer, client, credentials_env
 from webrelease.copier.results import FailedSample, ObjectCounts, ShardSummary
-from webrelease.copier.runlayout import ShardPlan, plan_shards
+from webrelease.copier.runlayout import ShardLayout, shard_layout
 from webrelease.operator.aggregate import JobView, PodAttempt, StepFold, fold_step
 from webrelease.operator.crd import build_crd
 from webrelease.operator.kube import Kube
@@ -102,7 +102,7 @@ _CONDITIONS: tuple[tuple[ConditionType, Literal["True", "False"]], ...] = (
 )
 
 
-def _status(fold: StepFold, plan: ShardPlan, message: str) -> WebReleaseStatus:
+def _status(fold: StepFold, plan: ShardLayout, message: str) -> WebReleaseStatus:
     now = "2026-11-28T12:00:00Z"
     conditions = [
         Condition(
@@ -150,7 +150,7 @@ def _status(fold: StepFold, plan: ShardPlan, message: str) -> WebReleaseStatus:
 def worst_case_status(shards: int) -> WebReleaseStatus:
     """Every shard failed after 3 attempts; every summary names 5 failed customers with long ids
     and 400-character reasons; every condition message is at its cap."""
-    plan = plan_shards(shards * CUSTOMERS_PER_SHARD, CUSTOMERS_PER_SHARD, 10)
+    plan = shard_layout(shards * CUSTOMERS_PER_SHARD, CUSTOMERS_PER_SHARD, 10)
     pods: list[PodAttempt] = []
     for i in range(plan.shards):
         failed = [
@@ -189,7 +189,7 @@ def worst_case_status(shards: int) -> WebReleaseStatus:
 
 def typical_status(shards: int) -> WebReleaseStatus:
     """Every shard succeeded at its first attempt."""
-    plan = plan_shards(shards * CUSTOMERS_PER_SHARD, CUSTOMERS_PER_SHARD, 10)
+    plan = shard_layout(shards * CUSTOMERS_PER_SHARD, CUSTOMERS_PER_SHARD, 10)
     pods = [
         PodAttempt(
             name=f"{RELEASE}-g1-main-{i}",

@@ -8,7 +8,7 @@ import pytest
 
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT
 from webrelease.copier.results import CustomerResult, ShardResult, Tally
-from webrelease.copier.runlayout import plan_shards
+from webrelease.copier.runlayout import shard_layout
 from webrelease.copier.spec import FailurePolicy
 from webrelease.operator.aggregate import (
     JobView,
@@ -22,7 +22,7 @@ from webrelease.operator.aggregate import (
 from webrelease.operator.conditions import Outcome, Reason
 from webrelease.operator.status import MAX_SHARD_ENTRIES, Carried, ObjectTotals, ShardState, StepKind
 
-PLAN = plan_shards(50, 10, 10)
+PLAN = shard_layout(50, 10, 10)
 
 
 def _ids(index: int, size: int = 10) -> list[str]:
@@ -249,7 +249,7 @@ def test_a_job_that_stopped_early_fails_its_unstarted_shards() -> None:
 
 
 def test_a_retry_step_adds_to_what_was_carried() -> None:
-    plan = plan_shards(2, 10, 10)
+    plan = shard_layout(2, 10, 10)
     result = ShardResult(0, seconds=1.0)
     result.customers = [CustomerResult("c012", True), CustomerResult("c034", True)]
     pods = _attempts(_pod(0, "Succeeded", message=result.summary().to_bytes().decode()))
@@ -271,7 +271,7 @@ def test_a_retry_step_adds_to_what_was_carried() -> None:
 
 
 def test_canary_success_releases_the_rest_and_failure_stops_it() -> None:
-    plan = plan_shards(10, 10, 1)
+    plan = shard_layout(10, 10, 1)
     ok = _attempts(_pod(0, "Succeeded", message=_summary(0)))
     fold = fold_step(
         plan, total_customers=50, carried=Carried(), pods=ok, job=_job("0", condition="Complete")
@@ -302,7 +302,7 @@ def test_dry_run_completes_as_a_plan() -> None:
 
 def test_shard_entries_are_capped_with_the_interesting_ones_first() -> None:
     shards = MAX_SHARD_ENTRIES + 500
-    plan = plan_shards(shards, 1, 100)
+    plan = shard_layout(shards, 1, 100)
     failing = {shards - 1, shards - 2}
     pods = []
     for i in range(shards):

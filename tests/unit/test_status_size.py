@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from webrelease.copier.results import CustomerResult, ShardResult
-from webrelease.copier.runlayout import plan_shards
+from webrelease.copier.runlayout import shard_layout
 from webrelease.copier.spec import MAX_SHARDS, parse_spec
 from webrelease.operator.aggregate import PodAttempt, fold_step, job_view, pod_attempt
 from webrelease.operator.conditions import Outcome, Reason, finished
@@ -98,7 +98,7 @@ def _succeeded_pod(index: int) -> PodAttempt:
 
 def _object(shards: int) -> dict[str, Any]:
     customers = shards * PER_SHARD
-    plan = plan_shards(customers, PER_SHARD, 1000, max_shards=max(shards, MAX_SHARDS))
+    plan = shard_layout(customers, PER_SHARD, 1000, max_shards=max(shards, MAX_SHARDS))
     assert plan.shards == shards
     pods: list[PodAttempt] = []
     for i in range(shards):
@@ -196,7 +196,7 @@ def test_worst_case_object_stays_under_256_kib(shards: int) -> None:
 
 def test_a_typical_2000_shard_run_lists_every_shard() -> None:
     shards = 2000
-    plan = plan_shards(shards * PER_SHARD, PER_SHARD, 100)
+    plan = shard_layout(shards * PER_SHARD, PER_SHARD, 100)
     pods = [_succeeded_pod(i) for i in range(shards)]
     job = job_view({"status": {"completedIndexes": f"0-{shards - 1}"}})
     fold = fold_step(plan, total_customers=shards * PER_SHARD, carried=Carried(), pods=pods, job=job)

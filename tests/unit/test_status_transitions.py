@@ -6,7 +6,7 @@ from typing import get_type_hints
 
 import pytest
 
-from webrelease.copier.runlayout import plan_shards
+from webrelease.copier.runlayout import shard_layout
 from webrelease.operator.aggregate import StepFold, fold_step, run_ended
 from webrelease.operator.conditions import Outcome, Reason, finished, running
 from webrelease.operator.status import (
@@ -39,7 +39,7 @@ def _run(step: StepKind = StepKind.MAIN, *, started: str = T0, generation: int =
 
 def _fold(carried: Carried | None = None) -> StepFold:
     return fold_step(
-        plan_shards(50, 10, 5), total_customers=50, carried=carried or Carried(), pods=(), job=None
+        shard_layout(50, 10, 5), total_customers=50, carried=carried or Carried(), pods=(), job=None
     )
 
 

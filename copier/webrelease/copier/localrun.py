@@ -5,7 +5,7 @@
 2. freeze the customer list into ``<reports>/<namespace>/<release>/<run-id>/customers.jsonl`` in
    bounded memory, as the operator does (:func:`webrelease.copier.snapshot.freeze.freeze_snapshot`;
    a bad list stops here: exit 2, nothing written);
-3. cut it into shards as the operator does (:func:`webrelease.copier.runlayout.plan_shards`) and
+3. cut it into shards as the operator does (:func:`webrelease.copier.runlayout.shard_layout`) and
    run every shard of the ``main`` step as a local worker process (``--workers`` at a time), each
    exactly what a Job pod runs (:func:`webrelease.copier.shard.run_shard`), with a progress bar;
 4. write ``index.json`` and print where the sites and the report are.
@@ -46,10 +46,10 @@ from webrelease.copier.runlayout import (
     LOCAL_NAMESPACE,
     MAIN_STEP,
     PAGE_NAME,
-    ShardPlan,
+    ShardLayout,
     local_run_id,
-    plan_shards,
     run_folder,
+    shard_layout,
     step_folder_name,
 )
 from webrelease.copier.runreport import (
@@ -84,7 +84,7 @@ class LocalRunResult:
     #: the folder of its one step (``shards/``)
     step: Location | None = None
     snapshot: SnapshotRef | None = None
-    layout: ShardPlan | None = None
+    layout: ShardLayout | None = None
     summaries: list[ShardSummary] = field(default_factory=list)
     error: str | None = None
     namespace: str = LOCAL_NAMESPACE
@@ -225,7 +225,7 @@ def run_local(
         return LocalRunResult(EXIT_CRASH, error=f"writing the snapshot to {report.url}: {exc}")
     except ValueError as exc:
         return LocalRunResult(EXIT_BAD_INPUT, error=f"customer list: {exc}")
-    layout = plan_shards(snapshot.count, spec.sharding.customers_per_shard, spec.sharding.parallelism)
+    layout = shard_layout(snapshot.count, spec.sharding.customers_per_shard, spec.sharding.parallelism)
     step = report.child(step_folder_name(MAIN_STEP))
     n = layout.shards
     jobs = [

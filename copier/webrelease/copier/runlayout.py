@@ -18,7 +18,7 @@ hex, a cluster run's is the release's generation plus its uid.
 Shard ``i`` holds customers ``[i * size, (i + 1) * size)`` of the step's frozen, sorted list (the
 shard takes exactly that slice: ``webrelease.copier.snapshot.read_slice``). The spec asks for
 ``customersPerShard``; when that would make more than :data:`MAX_SHARDS` shards, the size grows
-until the shards fit (and the layout says so in :attr:`ShardPlan.note`).
+until the shards fit (and the layout says so in :attr:`ShardLayout.note`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ RETRY_STEP: Final = "retry"
 
 
 @dataclass(frozen=True, slots=True)
-class ShardPlan:
+class ShardLayout:
     """``customers`` customers in ``shards`` shards of ``size`` (the last one may be smaller)."""
 
     customers: int
@@ -68,9 +68,9 @@ class ShardPlan:
         return position // self.size
 
 
-def plan_shards(
+def shard_layout(
     customers: int, customers_per_shard: int, parallelism: int, *, max_shards: int = MAX_SHARDS
-) -> ShardPlan:
+) -> ShardLayout:
     """The layout for ``customers`` customers: ``ceil(customers / size)`` shards, at most
     ``max_shards``. ``parallelism`` (shards at once) is capped at the number of shards. No
     customers, no shards."""
@@ -91,7 +91,7 @@ def plan_shards(
             f"{max_shards} shards; using {size} per shard"
         )
     shards = -(-customers // size)
-    return ShardPlan(
+    return ShardLayout(
         customers=customers, size=size, shards=shards, parallelism=min(parallelism, shards), note=note
     )
 

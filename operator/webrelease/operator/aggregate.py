@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from webrelease.copier.exitcodes import EXIT_BAD_INPUT, EXIT_OK
 from webrelease.copier.plan import Op
 from webrelease.copier.results import ShardSummary, parse_summary
-from webrelease.copier.runlayout import ShardPlan
+from webrelease.copier.runlayout import ShardLayout
 from webrelease.copier.runreport import tolerated_failures
 from webrelease.copier.spec import FailurePolicy
 from webrelease.operator.conditions import Outcome, Reason
@@ -400,19 +400,21 @@ def _entries(views: Sequence[ShardView]) -> tuple[list[ShardStatus], int]:
 
 
 def fold_step(
-    plan: ShardPlan,
+    layout: ShardLayout,
     *,
     total_customers: int,
     carried: Carried,
     pods: Iterable[PodAttempt],
     job: JobView | None,
 ) -> StepFold:
-    """Status of a step of ``plan.shards`` shards, given its pods and its Job (None: not seen yet)."""
+    """Status of a step of ``layout.shards`` shards, given its pods and its Job (None: not seen yet)."""
     by_index: dict[int, list[PodAttempt]] = {}
     for p in pods:
-        if 0 <= p.index < plan.shards:
+        if 0 <= p.index < layout.shards:
             by_index.setdefault(p.index, []).append(p)
-    views = tuple(shard_view(i, plan.customers_in(i), by_index.get(i, ()), job) for i in range(plan.shards))
+    views = tuple(
+        shard_view(i, layout.customers_in(i), by_index.get(i, ()), job) for i in range(layout.shards)
+    )
     step_ok = sum(v.succeeded for v in views if v.final)
     step_failed = sum(v.failed for v in views if v.final)
     succeeded = carried.succeeded + step_ok
@@ -422,7 +424,7 @@ def fold_step(
     for v in views:
         objects = _add(objects, v.objects)
     shards = ShardCounts(
-        total=plan.shards,
+        total=layout.shards,
         succeeded=sum(v.state == ShardState.SUCCEEDED for v in views),
         failed=sum(v.state == ShardState.FAILED for v in views),
         active=sum(v.state == ShardState.ACTIVE for v in views),
@@ -466,7 +468,7 @@ def run_ended(counts: CustomerCounts) -> CustomerCounts:
     )
 
 
-def plan_fold(planned: Sequence[Any], *, total: int) -> StepFold:
+def dry_run_fold(planned: Sequence[Any], *, total: int) -> StepFold:
     """A dry run as a finished step: customers whose plan could be made succeeded; objects are
     what a release would write (copy, render, override), leave unchanged and delete.
     ``planned``: the copier's ``PlannedCustomer`` list."""

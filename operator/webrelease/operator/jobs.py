@@ -38,7 +38,7 @@ from webrelease.copier.invocation import (
     ENV_SNAPSHOT_URL,
     ENV_SPEC,
 )
-from webrelease.copier.runlayout import ShardPlan, plan_shards, step_folder_name
+from webrelease.copier.runlayout import ShardLayout, shard_layout, step_folder_name
 from webrelease.copier.runreport import tolerated_failures
 from webrelease.copier.spec import MAX_SHARDS, WebReleaseSpec
 from webrelease.copier.storage.storeset import ENV_FAST_PATH, fast_path_wanted
@@ -81,9 +81,9 @@ def step_id(generation: int, kind: StepKind, retry_number: int = 0) -> str:
     return f"g{generation}-{step_folder_name(kind.value, retry_number)}"
 
 
-def step_layout(spec: WebReleaseSpec, customers: int) -> ShardPlan:
+def step_layout(spec: WebReleaseSpec, customers: int) -> ShardLayout:
     """How a step's customers are cut into shards (``spec.sharding``, at most ``MAX_SHARDS``)."""
-    return plan_shards(customers, spec.sharding.customers_per_shard, spec.sharding.parallelism)
+    return shard_layout(customers, spec.sharding.customers_per_shard, spec.sharding.parallelism)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Step:
         return job_name(self.owner.name, self.step_id)
 
     @property
-    def layout(self) -> ShardPlan:
+    def layout(self) -> ShardLayout:
         return step_layout(self.spec, self.snapshot.count)
 
 

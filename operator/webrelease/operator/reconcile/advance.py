@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from webrelease.copier.customers import CustomerListError
-from webrelease.copier.runlayout import ShardPlan
+from webrelease.copier.runlayout import ShardLayout
 from webrelease.copier.snapshot import SnapshotError
 from webrelease.copier.sources import SourceError
 from webrelease.copier.spec import WebReleaseSpec
@@ -96,7 +96,7 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
         return
 
     job: Obj | None = await _call(ctx.kube.get_job, rel.namespace, run.job)
-    plan = ShardPlan(
+    layout = ShardLayout(
         customers=run.snapshot.count,
         size=run.customers_per_shard,
         shards=run.shards,
@@ -112,7 +112,7 @@ async def _advance(ctx: Context, body: Obj, *, relist: bool) -> None:
         pods: list[Obj] = await _call(ctx.kube.list_step_pods, rel.namespace, rel.name, run.step_id)
         ctx.pods.replace(rel.namespace, rel.name, run.step_id, pods)
     fold = fold_step(
-        plan,
+        layout,
         total_customers=status.snapshot.count,
         carried=run.carried,
         pods=ctx.pods.attempts(rel.namespace, rel.name, run.step_id),

@@ -13,7 +13,7 @@ from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import Location
 from webrelease.operator.aggregate import (
     decide,
-    plan_fold,
+    dry_run_fold,
     run_ended,
 )
 from webrelease.operator.conditions import Reason, finished
@@ -50,7 +50,7 @@ from webrelease.operator.status import (
 PLAN_NAME: Final = "plan.jsonl"
 
 
-async def _plan_run(
+async def _dry_run(
     ctx: Context,
     rel: Release,
     spec: WebReleaseSpec,
@@ -71,7 +71,7 @@ async def _plan_run(
         await _fail_run(ctx, rel, Reason.BUILD_UNUSABLE, f"spec.source.url: {exc}", EventReason.RUN_FAILED)
         raise kopf.PermanentError(str(exc)) from None
     plan_url = await _call(storage.write_plan, folder, PLAN_NAME, encode_plan(planned))
-    fold = plan_fold(planned, total=run_snapshot.count)
+    fold = dry_run_fold(planned, total=run_snapshot.count)
     decision = decide(StepKind.PLAN, fold, rest_pending=False, policy=spec.failure_policy)
     assert decision.outcome is not None
     conditions = finished(

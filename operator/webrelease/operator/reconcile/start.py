@@ -32,7 +32,7 @@ from webrelease.operator.reconcile.context import (
     waiting_reason,
     write_status,
 )
-from webrelease.operator.reconcile.dry_run import _plan_run
+from webrelease.operator.reconcile.dry_run import _dry_run
 from webrelease.operator.reconcile.steps import _before_run, _create_step, _fail_run, _supersede
 from webrelease.operator.reports import (
     CredentialsError,
@@ -172,7 +172,7 @@ async def start_run(
 
     kind, rest_pending = first_step(spec)
     if kind == StepKind.PLAN:
-        await _plan_run(ctx, rel, spec, storage=storage, run_snapshot=run_snapshot, run_folder=run_folder)
+        await _dry_run(ctx, rel, spec, storage=storage, run_snapshot=run_snapshot, run_folder=run_folder)
         return
     snapshot = run_snapshot
     folder = run_folder.child(step_folder(kind))
