@@ -49,7 +49,7 @@ test: $(STAMP) tools lint
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-## check: what to run before landing a change: lint, then the unit tier (about a minute).
+## check: what to run before landing a change: lint, then the unit tier (1–2 minutes on 2 cores).
 check: lint unit
 
 ## generate: regenerate what is derived: the CRD from the models, manifests/ from the chart.
