@@ -441,6 +441,26 @@ REFUSED: dict[str, Refused] = {
         ("line 3", "customer 'x-2'", "its site", "is customer 'x-1''s overrides (line 2)"),
         customers=_lines(_rec("x-1", slug="a"), _rec("x-2", slug="x-1")),
     ),
+    # -- overrides are copied into the customer's public site: never the list, reports or build
+    "overrides inside the reports": Refused(
+        _spec("spec.reports.url", lambda w: f"s3://{w.build}/overrides/"),
+        ("spec.overrides.url", "inside the reports", "keep spec.overrides.url outside spec.reports.url"),
+    ),
+    "a customer whose overrides hold the list": Refused(
+        _spec("spec.overrides.url", lambda w: f"s3://{w.build}/{{slug}}/"),
+        ("line 2", "customer 'l-2'", "its overrides", "would contain the customer list", "change its 'slug'"),
+        customers=_lines(_rec("l-2", slug="lists")),
+    ),
+    "a customer whose overrides are the build": Refused(
+        _spec("spec.overrides.url", lambda w: f"s3://{w.build}/{{slug}}/"),
+        ("line 2", "customer 'b-2'", "its overrides", "would be the build (spec.source.url"),
+        customers=_lines(_rec("b-2", slug="build")),
+    ),
+    "a customer whose overrides are the reports": Refused(
+        _spec("spec.reports.url", lambda w: f"s3://{w.build}/overrides/reports/"),
+        ("line 2", "customer 'r-2'", "its overrides", "would be the reports (spec.reports.url"),
+        customers=_lines(_rec("r-2", slug="reports")),
+    ),
     # -- values taken exactly (issue 11 items 3, 9, 10)
     "list: id with a trailing newline": Refused(
         _same, ("line 2", "'good-1\\n'", "not a valid customer id"), customers=_lines(_rec("good-1\n"))

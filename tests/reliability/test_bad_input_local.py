@@ -152,6 +152,24 @@ REFUSED: dict[str, Refused] = {
         ("line 2", "customer 'r-1'", "would be the reports (spec.reports.url"),
         lines(rec("r-1", slug="reports")),
     ),
+    "overrides inside the reports": Refused(
+        spec_url("reports", "overrides/"), ("spec.overrides.url", "inside the reports")
+    ),
+    "a customer whose overrides hold the list": Refused(
+        spec_url("overrides", "{slug}/"),
+        ("line 2", "customer 'l-2'", "its overrides", "would contain the customer list"),
+        lines(rec("l-2", slug="lists")),
+    ),
+    "a customer whose overrides are the build": Refused(
+        spec_url("overrides", "{slug}/"),
+        ("line 2", "customer 'b-2'", "its overrides", "would be the build"),
+        lines(rec("b-2", slug="build")),
+    ),
+    "a customer whose overrides are the reports": Refused(
+        spec_url("reports", "overrides/reports/"),
+        ("line 2", "customer 'r-2'", "its overrides", "would be the reports"),
+        lines(rec("r-2", slug="reports")),
+    ),
     "two slugs, one folder once decoded": Refused(
         same,
         ("line 3", "customer 'p-2' has the same site", "/sites/ab/ as 'p-1'"),

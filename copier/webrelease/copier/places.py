@@ -181,6 +181,17 @@ def layout_problems(
                     "receive every customer's overrides; keep spec.overrides.url outside spec.source.url",
                 )
             )
+    if obase is not None and rep is not None and obase.inside(rep):
+        # a customer's overrides are copied into its public site: one whose overrides folder is a
+        # report folder would publish the snapshot (every customer's record)
+        out.append(
+            (
+                "overrides.url",
+                f"the overrides ({overrides}) lie inside the reports ({reports}): a customer's site "
+                "would receive the run's snapshot (every customer's record); keep "
+                "spec.overrides.url outside spec.reports.url",
+            )
+        )
     return out
 
 
@@ -221,6 +232,11 @@ class SiteGuard:
         obase = folder_place(fixed_prefix(overrides)) if overrides else None
         #: whether one customer's site could meet another's overrides at all
         self.cross = tbase is not None and obase is not None and tbase.overlaps(obase)
+        # everything in a customer's overrides is copied into its site (and wins over templates):
+        # overrides that are, hold or lie in the build, the reports or the list would publish them
+        self.over_fixed = (
+            [f for f in self.fixed if obase is None or f[1].overlaps(obase)] if overrides else []
+        )
         # only a place in or around the region sites render into can meet a site: with none (the
         # usual layout) a customer needs no rendering here (about 7 µs each, 1M customers: 7 s)
         self.fixed = [f for f in self.fixed if tbase is None or f[1].overlaps(tbase)]
@@ -249,7 +265,7 @@ class SiteGuard:
     def problem(self, record: Mapping[str, Any]) -> str | None:
         """Why this customer's site may not be released, naming the field to change, or None."""
         why = self.value_problems(record)
-        if why is not None or not (self.fixed or self.cross):
+        if why is not None or not (self.fixed or self.cross or self.over_fixed):
             return why
         try:
             site_url = render_target(self.target, record)
@@ -278,6 +294,22 @@ class SiteGuard:
             return (
                 f"its site {site_url} and its overrides {over_url} overlap; {change} or the overrides' fields"
             )
+        if over is not None and self.overrides:
+            ochange = "change its " + ", ".join(repr(f) for f in template_fields(self.overrides))
+            for name, place, url in self.over_fixed:
+                if over.overlaps(place):
+                    how = (
+                        "would be"
+                        if place.path == over.path and place.folder
+                        else "would contain"
+                        if place.inside(over)
+                        else "would lie inside"
+                    )
+                    return (
+                        f"its overrides {over_url} {how} {_WHAT[name]} ({_FIELD_NAMES[name]} {url}): "
+                        f"what is there would be copied into its site; {ochange}, or move "
+                        f"{_FIELD_NAMES[name]} out of where overrides go"
+                    )
         return None
 
 
