@@ -255,3 +255,65 @@ def test_values_that_decode_to_a_path_fail_their_customer_alone(
     assert site_c == ["sites/c/app.js", "sites/c/index.html"]
     assert (tmp_path / "sites" / "good-1" / "extra.css").read_text() == "b{}"
     assert (tmp_path / "sites" / "victim" / "index.html").read_text() == "victim's page"
+
+
+# -- symlinks: one folder under two names (found by the issue-11 review) -----------------------
+
+
+def test_a_sites_folder_that_links_into_the_build_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sites -> build``: the URLs do not overlap, the folders do; every site would be written into
+    the build (and the next run would copy every site into every site)."""
+    f = Folders(tmp_path).setup(lines())
+    (tmp_path / "sites").rename(tmp_path / "old-sites")
+    (tmp_path / "sites").symlink_to("build")
+    release = f.write(f.doc())
+    before = tree(tmp_path)
+    code, text = run(release, capsys)
+    assert code == 2, text
+    assert "spec.target.url: once symlinks are followed" in text and "inside the build" in text, text
+    assert not changed(before, tree(tmp_path)), sorted(changed(before, tree(tmp_path)))[:10]
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["app.js", "index.html"]
+
+
+def test_a_site_folder_that_is_a_symlink_fails_its_customer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sites/l-1 -> victim`` (another tenant's site) and ``sites/l-2 -> ../build``: each would
+    overwrite what its link points to (the build's template with one customer's page); each fails
+    alone, nothing is written through the links."""
+    f = Folders(tmp_path).setup(lines(rec("l-1"), rec("l-2")))
+    (tmp_path / "sites" / "l-1").symlink_to("victim")
+    (tmp_path / "sites" / "l-2").symlink_to("../build")
+    release = f.write(f.doc())
+    before = tree(tmp_path)
+    code, text = run(release, capsys)
+    assert code == 3, text
+    for cid, target in (("l-1", "'victim'"), ("l-2", "'../build'")):
+        line = next((ln for ln in text.splitlines() if ln.startswith(f"failed {cid}:")), "")
+        assert "is a symlink (to " + target in line, text
+    written = changed(before, tree(tmp_path))
+    assert all(k.startswith(("sites/good-1/", "reports/")) for k in written), sorted(written)
+    assert (tmp_path / "build" / "index.html").read_text() == BUILD["index.html"]
+    assert (tmp_path / "sites" / "victim" / "index.html").read_text() == "victim's page"
+
+
+def test_a_symlinked_folder_inside_a_site_is_never_pruned_through(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site holding ``old -> assets``: the listing shows ``old/app.css`` too, and a prune of it
+    would unlink ``assets/app.css`` (a file the release has): the run said ok with the file gone."""
+    f = Folders(tmp_path).setup(lines())
+    (tmp_path / "build" / "assets").mkdir()
+    (tmp_path / "build" / "assets" / "app.css").write_text("a{}")
+    release = f.write(f.doc())
+    assert run(release, capsys)[0] == 0
+    (tmp_path / "sites" / "good-1" / "old").symlink_to("assets")
+    before = tree(tmp_path)
+    code, text = run(release, capsys)
+    assert code == 3, text
+    assert "the folder 'old' is a symlink (to 'assets')" in text, text
+    assert (tmp_path / "sites" / "good-1" / "assets" / "app.css").read_text() == "a{}"
+    written = changed(before, tree(tmp_path))
+    assert all(k.startswith("reports/") for k in written), sorted(written)

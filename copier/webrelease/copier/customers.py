@@ -18,6 +18,7 @@ from webrelease.copier.places import Entry, SiteGuard, nesting_problems, site_gu
 from webrelease.copier.sources import ConfigMapReader, SecretReader, open_source
 from webrelease.copier.sources.base import CustomerSource, RawRecord
 from webrelease.copier.spec import CUSTOMER_ID_RE, Customers, WebReleaseSpec
+from webrelease.copier.storage import real_file_url
 from webrelease.copier.storage.base import Location, Store
 from webrelease.copier.targets import TargetError, canonical_url, render_target
 
@@ -155,14 +156,28 @@ def load_customers(
     )
 
 
+def real_locations(spec: WebReleaseSpec) -> dict[str, str | None]:
+    """The spec's locations with local folders resolved through symlinks (``real_file_url``):
+    ``sites -> build`` is the build, whatever the release file calls it."""
+    return {
+        "source": real_file_url(spec.source.url),
+        "target": real_file_url(spec.target.url),
+        "reports": real_file_url(spec.reports.url),
+        "overrides": real_file_url(spec.overrides.url) if spec.overrides is not None else None,
+        "customers": real_file_url(spec.customers.url) if spec.customers.url else None,
+    }
+
+
 def site_guard_for(spec: WebReleaseSpec) -> SiteGuard:
-    """The per-customer location checks for ``spec`` (see ``webrelease.copier.places``)."""
+    """The per-customer location checks for ``spec`` (see ``webrelease.copier.places``), on the
+    places the locations really are (local folders resolved through symlinks)."""
+    real = real_locations(spec)
     return site_guard(
-        spec.source.url,
-        spec.target.url,
-        spec.reports.url,
-        spec.overrides.url if spec.overrides is not None else None,
-        spec.customers.url,
+        real["source"] or spec.source.url,
+        real["target"] or spec.target.url,
+        real["reports"] or spec.reports.url,
+        real["overrides"],
+        real["customers"],
     )
 
 

@@ -18,8 +18,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from webrelease.copier.customers import Record, id_problem, site_guard_for
+from webrelease.copier.customers import Record, id_problem, real_locations, site_guard_for
 from webrelease.copier.globs import GlobError, GlobSet, compile_glob
+from webrelease.copier.places import layout_problems
 from webrelease.copier.plan import Origin, Want, desired_files
 from webrelease.copier.render import MAX_OUTPUT_BYTES, RenderError, Templates
 from webrelease.copier.spec import WebReleaseSpec
@@ -34,6 +35,7 @@ from webrelease.copier.storage import (
     StoreFor,
     UnusableFile,
     check_key,
+    first_link,
     parse_url,
 )
 from webrelease.copier.targets import TargetError, fixed_prefix, render_target
@@ -172,10 +174,38 @@ def check_build(spec: WebReleaseSpec, store_for: StoreFor) -> dict[str, ObjectIn
         GlobSet(spec.entrypoints)
     except (InvalidUrl, GlobError) as exc:
         raise BuildError(str(exc)) from None
+    check_real_layout(spec)
     listing = list_build(loc, store_for(loc))
     check_patterns(spec, listing, loc.url)
     check_buckets(spec, store_for)
     return listing
+
+
+def check_real_layout(spec: WebReleaseSpec) -> None:
+    """The spec's layout rules (``places.layout_problems``) once more on the folders the local
+    locations really are: ``out/sites -> ../build`` puts every site inside the build even though
+    the URLs do not say so. BuildError naming the field."""
+    real = real_locations(spec)
+    written = {
+        "source": spec.source.url,
+        "target": spec.target.url,
+        "reports": spec.reports.url,
+        "overrides": spec.overrides.url if spec.overrides is not None else None,
+        "customers": spec.customers.url,
+    }
+    if real == written:
+        return
+    problems = layout_problems(
+        source=real["source"] or spec.source.url,
+        target=real["target"] or spec.target.url,
+        reports=real["reports"] or spec.reports.url,
+        overrides=real["overrides"],
+        customers=real["customers"],
+    )
+    if problems:
+        field, message = problems[0]
+        moved = ", ".join(f"{written[k]} is {v}" for k, v in real.items() if v != written[k])
+        raise BuildError(f"spec.{field}: once symlinks are followed ({moved}): {message}")
 
 
 def prepare_build(spec: WebReleaseSpec, release_name: str, store_for: StoreFor, pool: Executor) -> Build:
@@ -234,6 +264,18 @@ def customer_locations(spec: WebReleaseSpec, record: Mapping[str, Any]) -> tuple
         )
     except (TargetError, InvalidUrl) as exc:
         raise CustomerError(f"target: {exc}") from None
+    if site.scheme == "file":
+        # a site folder that is a symlink (acme -> globex, acme -> ../../build) would write
+        # another place than the customer's own site
+        base = parse_url(fixed_prefix(spec.target.url))
+        parts = site.prefix[len(base.prefix) :].strip("/").split("/")
+        link = first_link(base.prefix, parts) if site.prefix.startswith(base.prefix) else None
+        if link is not None:
+            raise CustomerError(
+                f"target: the site folder {base.url}{link[0]}/ is a symlink (to {link[1]!r}): writing "
+                "there would change another place than this customer's own site; replace the link "
+                "with a folder, or remove it"
+            )
     # the snapshot was checked when it was frozen; a snapshot from elsewhere is checked here
     why = site_guard_for(spec).problem(record)
     if why is not None:

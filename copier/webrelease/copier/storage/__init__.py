@@ -31,7 +31,7 @@ from webrelease.copier.storage.base import (
     guess_content_encoding,
     guess_content_type,
 )
-from webrelease.copier.storage.local import LocalStore
+from webrelease.copier.storage.local import LocalStore, first_link, real_file_url
 from webrelease.copier.storage.urls import object_url, parse_url
 
 if TYPE_CHECKING:
@@ -57,11 +57,13 @@ __all__ = [
     "UnusableFile",
     "check_key",
     "check_metadata",
+    "first_link",
     "guess_content_encoding",
     "guess_content_type",
     "object_url",
     "open_store",
     "parse_url",
+    "real_file_url",
 ]
 
 

@@ -26,10 +26,12 @@ import contextlib
 import hashlib
 import json
 import os
+import posixpath
 import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Any
+from urllib.parse import quote, unquote
 
 from webrelease.copier.storage.base import (
     DELETE_BATCH,
@@ -103,6 +105,20 @@ class LocalStore:
         real = os.path.realpath(path)
         if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
             raise InvalidKey(f"key {key!r} resolves outside {loc.url}")
+        return path
+
+    def _dest_path(self, loc: Location, key: str) -> str:
+        """:meth:`_path` for a write or a delete: no folder between the location and the file may
+        be a symlink. Through one (``old -> assets`` in a site), a prune of ``old/app.js`` deletes
+        ``assets/app.js`` and two keys write one file: the site would not be what was released."""
+        path = self._path(loc, key)
+        link = first_link(self._root(loc), key.split("/")[:-1])
+        if link is not None:
+            raise InvalidKey(
+                f"{loc.url}{key}: the folder {link[0]!r} is a symlink (to {link[1]!r}); writing or "
+                "deleting through it would change another file than this key: replace the link with "
+                "a folder, or remove it"
+            )
         return path
 
     @staticmethod
@@ -240,7 +256,7 @@ class LocalStore:
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        path = self._path(loc, key)
+        path = self._dest_path(loc, key)
         meta = check_metadata(metadata)
         self._emit("PutObject", path)
 
@@ -263,7 +279,7 @@ class LocalStore:
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         src_path = self._path(src, src_key)
-        dst_path = self._path(dst, dst_key)
+        dst_path = self._dest_path(dst, dst_key)
         meta = None if metadata is None else check_metadata(metadata)
         self._emit("CopyObject", dst_path)
         st = self._stat_file(src_path, src, src_key)
@@ -293,7 +309,7 @@ class LocalStore:
 
     def delete(self, loc: Location, keys: Sequence[str]) -> None:
         root = self._root(loc)
-        paths = [self._path(loc, key) for key in keys]
+        paths = [self._dest_path(loc, key) for key in keys]
         for i in range(0, len(paths), DELETE_BATCH):
             self._emit("DeleteObjects", "")
             folders: set[str] = set()
@@ -420,3 +436,37 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a regular file"
+
+
+def first_link(root: str, parts: Sequence[str]) -> tuple[str, str] | None:
+    """The first of ``root/parts[0]``, ``root/parts[0]/parts[1]``… that is a symlink, as
+    ``(relative path, link target)``, or None (a missing component ends the search)."""
+    path = root.rstrip("/")
+    for n, part in enumerate(parts):
+        path = f"{path}/{part}"
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                continue
+            return "/".join(parts[: n + 1]), os.readlink(path)
+        except OSError:
+            return None
+    return None
+
+
+def real_file_url(url: str) -> str:
+    """``url`` (an absolute ``file://`` location, object or template) with the folder of its fixed
+    part resolved through symlinks, so that two spellings of one folder compare equal; unchanged
+    when nothing in it is a symlink, and for any other URL."""
+    if not url.startswith(("file:///", "file://localhost/")):
+        return url
+    rest = url[len("file://") :]
+    if rest.startswith("localhost/"):
+        rest = rest[len("localhost") :]
+    cut = rest.find("{")
+    fixed = rest if cut < 0 else rest[:cut]
+    slash = fixed.rfind("/")
+    folder, tail = unquote(fixed[: slash + 1]), rest[slash + 1 :]
+    real = os.path.realpath(folder)
+    if real.rstrip("/") == posixpath.normpath(folder).rstrip("/"):
+        return url
+    return "file://" + quote(real.rstrip("/") + "/", safe="/") + tail
