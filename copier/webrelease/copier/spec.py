@@ -132,7 +132,7 @@ class ConfigMapKeyRef(Model):
     """The key (in `data` or `binaryData`) that holds the list."""
 
 
-class SqlSource(Model):
+class SqlQuery(Model):
     """A relational database: a SQLAlchemy URL read from a Secret key, and a query returning an
     ``id`` column."""
 
@@ -151,7 +151,7 @@ class Customers(Model):
     """A ConfigMap key holding the list. Waited for when it does not exist yet."""
     inline: Annotated[list[dict[str, Any]], Field(max_length=INLINE_CUSTOMERS_MAX)] | None = None
     """The records themselves (at most 100; larger lists belong in object storage)."""
-    sql: SqlSource | None = None
+    sql: SqlQuery | None = None
     """A relational database and a query."""
     format: Literal["auto", "jsonl", "json", "csv"] = "auto"
     """How the list of `url` or `configMapRef` is written; `auto` tells by its name and first byte."""
