@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -317,3 +318,28 @@ def test_a_symlinked_folder_inside_a_site_is_never_pruned_through(
     assert (tmp_path / "sites" / "good-1" / "assets" / "app.css").read_text() == "a{}"
     written = changed(before, tree(tmp_path))
     assert all(k.startswith("reports/") for k in written), sorted(written)
+
+
+def test_a_same_size_edit_with_its_mtime_put_back_is_seen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site file changed in place to other bytes of the same size, its mtime set back
+    (``os.utime``, ``touch -r``, an in-place sync keeping times): the sidecar's MD5 was trusted, so
+    ``verify`` called the site exact and ``run`` left it wrong. The ctime cannot be set back."""
+    f = Folders(tmp_path).setup(lines())
+    release = f.write(f.doc())
+    assert run(release, capsys)[0] == 0
+    page = tmp_path / "sites" / "good-1" / "app.js"
+    st = page.stat()
+    with page.open("r+b") as fh:
+        fh.write(b"alert(2)")  # same size as console.log(1)'s first 8 bytes
+    os.utime(page, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert page.stat().st_size == st.st_size and page.stat().st_mtime_ns == st.st_mtime_ns
+    capsys.readouterr()
+    code = webrelease_cli.main(["verify", str(release), "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 3, text
+    assert "good-1  different  app.js" in text, text
+    code, text = run(release, capsys)
+    assert code == 0, text
+    assert page.read_text() == BUILD["app.js"]

@@ -8,8 +8,8 @@
   symlinked directory cannot lead outside either).
 - **Metadata** (content type, user metadata, and the object's MD5) lives in a sidecar JSON file
   ``<folder>/.webrelease-meta/<name>.json`` next to each file. ``list()`` never shows these
-  folders and keys naming them are refused. A sidecar is *bound* to its data file by inode, size
-  and mtime: if the file was changed behind our back (or a crash left the two out of step) the
+  folders and keys naming them are refused. A sidecar is *bound* to its data file by inode, size,
+  mtime and ctime: if the file was changed behind our back (or a crash left the two out of step) the
   sidecar is ignored and the object simply has no metadata, so a stale hash can never make a
   changed file look unchanged. Sidecars rather than extended attributes because they work on
   every filesystem (tmpfs before Linux 6.6, macOS, network mounts) and survive ``cp -r``/``tar``.
@@ -69,7 +69,15 @@ def _sidecar_path(path: str) -> str:
 
 
 def _binding(st: os.stat_result) -> dict[str, int]:
-    return {"ino": st.st_ino, "dev": st.st_dev, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    # ctime too: a same-size edit in place whose mtime was put back (``os.utime``, ``touch -r``)
+    # keeps inode, size and mtime, but no one can set the ctime back
+    return {
+        "ino": st.st_ino,
+        "dev": st.st_dev,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+    }
 
 
 class LocalStore:
@@ -165,7 +173,11 @@ class LocalStore:
                 with os.fdopen(fd, "wb") as f:
                     md5 = fill(f)
                 os.chmod(tmp, 0o644)
-                st = os.stat(tmp)
+                # Data first: between the two renames the old sidecar no longer matches the new
+                # file and is ignored, so metadata can be missing for an instant but never wrong.
+                os.replace(tmp, path)
+                tmp = None
+                st = os.stat(path)  # after the rename, which sets the ctime the binding holds
                 sidecar = {
                     "binding": _binding(st),
                     "md5": md5,
@@ -176,10 +188,6 @@ class LocalStore:
                 fd, tmp_meta = tempfile.mkstemp(dir=meta_dir, prefix="tmp-")
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     json.dump(sidecar, f, separators=(",", ":"))
-                # Data first: between the two renames the old sidecar no longer matches the new
-                # file and is ignored, so metadata can be missing for an instant but never wrong.
-                os.replace(tmp, path)
-                tmp = None
                 os.replace(tmp_meta, _sidecar_path(path))
                 tmp_meta = None
                 return
