@@ -287,6 +287,7 @@ def _add_shard(sub: Subparsers) -> None:
 def _shard(args: argparse.Namespace) -> int:
     from webrelease.copier.exitcodes import EXIT_CRASH
     from webrelease.copier.invocation import index_hint, shard_settings, termination_target
+    from webrelease.copier.progress import ProgressLines
     from webrelease.copier.results import ShardResult, ShardSummary, write_termination_message
     from webrelease.copier.shard import ShardJob, run_shard, store_set_for
     from webrelease.copier.spec import SpecError
@@ -314,7 +315,11 @@ def _shard(args: argparse.Namespace) -> int:
         write_termination_message(term, summary)
         return EXIT_BAD_INPUT
     try:
-        result = run_shard(job, store_set_for(job.spec))
+        # progress lines on stderr: what `kubectl logs` of a shard pod shows while it runs
+        lines = ProgressLines(f"shard {job.index}")
+        result = run_shard(
+            job, store_set_for(job.spec), on_start=lines.start, on_customer=lambda r: lines.advance(r.ok)
+        )
     except Exception as exc:
         logging.getLogger("webrelease.shard").exception("shard %d failed", job.index)
         result = ShardResult(job.index, error=f"{type(exc).__name__}: {exc}", error_code=EXIT_CRASH)

@@ -86,7 +86,12 @@ def test_helm_installed_operator_releases_sixty_customers_in_four_shards(
     for shard_pod in pods:
         index = int(shard_pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
         log = running.plane.kubectl("logs", "-n", shop, shard_pod["metadata"]["name"]).stdout
-        summary = json.loads(log.strip().splitlines()[-1])
+        log_lines = log.strip().splitlines()
+        assert f"shard {index}: 15 customers to release" in log_lines, log
+        assert any(line.startswith(f"shard {index}: 15/15 customers done (0 failed") for line in log_lines), (
+            log
+        )
+        summary = json.loads(log_lines[-1])
         assert (summary["index"], summary["customers"], summary["succeeded"]) == (index, 15, 15), log
 
     # the CLI on this machine agrees
