@@ -146,6 +146,11 @@ def test_liveness_json_logs_and_metrics(tmp_path: Path) -> None:
     assert "--log-format=json" in c["args"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    # the startup probe holds the liveness probe back until /healthz first answers (a slow start on
+    # a busy node is not a failure), for up to 2 minutes; readiness follows health
+    assert c["startupProbe"]["httpGet"] == c["readinessProbe"]["httpGet"] == c["livenessProbe"]["httpGet"]
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == 120
+    assert "initialDelaySeconds" not in c["livenessProbe"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"liveness": 8080, "metrics": 9090}
     assert env_of(objs)["WEBRELEASE_METRICS_PORT"] == "9090"
