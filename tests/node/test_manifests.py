@@ -49,6 +49,7 @@ def ctr(running: RunningNode, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def image_as_in_manifests(node_stack: NodeStack) -> Iterator[RunningNode]:
+    node_stack.shutdown()  # a cluster that has never seen webrelease (other modules helm install it)
     running = node_stack.get()
     name = manifest_image()
     full = name if "/" in name.split(":")[0] else f"docker.io/library/{name}"

@@ -128,5 +128,7 @@ def test_helm_installed_operator_releases_sixty_customers_in_four_shards(
         api_path("v1", "events", namespace=OPERATOR_NS),
         fieldSelector=f"involvedObject.name={pod['metadata']['name']}",
     )
-    assert not [e for e in events if e.get("reason") == "Unhealthy"], events
+    # startup-probe misses while Python starts are expected; a liveness or readiness failure is not
+    failed = [e["message"] for e in events if e.get("message", "").startswith(("Liveness", "Readiness"))]
+    assert not failed, failed
     print(f"\nnode tier release: {json.dumps(status['customers'])}; job {job['metadata']['name']}")
