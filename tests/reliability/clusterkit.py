@@ -108,6 +108,7 @@ class ClusterRun:
             "succeeded": len(acct.succeeded),
             "failed": len(acct.failed),
             "pending": 0,
+            "notReleased": 0,
         }, (customers, len(acct.succeeded), len(acct.failed))
         assert status["failedCustomers"]["total"] == len(acct.failed)
         assert {f["id"] for f in status["failedCustomers"]["sample"]} <= set(acct.failed)
