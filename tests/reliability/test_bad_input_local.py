@@ -343,3 +343,26 @@ def test_a_same_size_edit_with_its_mtime_put_back_is_seen(
     code, text = run(release, capsys)
     assert code == 0, text
     assert page.read_text() == BUILD["app.js"]
+
+
+def test_an_overrides_folder_linked_to_the_reports_fails_its_customer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``overrides/l-3 -> ../reports``: every file there (the run's snapshot: every customer's
+    record) would be copied into l-3's public site. A link to a folder of one's own is fine."""
+    f = Folders(tmp_path).setup(lines(rec("l-3"), rec("l-4")))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "overrides" / "l-3").symlink_to("../reports")
+    (tmp_path / "brand").mkdir()
+    (tmp_path / "brand" / "brand.css").write_text("i{}")
+    (tmp_path / "overrides" / "l-4").symlink_to("../brand")
+    release = f.write(f.doc())
+    before = tree(tmp_path)
+    code, text = run(release, capsys)
+    assert code == 3, text
+    line = next((ln for ln in text.splitlines() if ln.startswith("failed l-3:")), "")
+    assert "a symlink leads them into spec.reports.url" in line, text
+    assert not (tmp_path / "sites" / "l-3").exists()
+    assert (tmp_path / "sites" / "l-4" / "brand.css").read_text() == "i{}"
+    written = changed(before, tree(tmp_path))
+    assert all(k.startswith(("sites/good-1/", "sites/l-4/", "reports/")) for k in written), sorted(written)

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from webrelease.copier.customers import Record, id_problem, real_locations, site_guard_for
 from webrelease.copier.globs import GlobError, GlobSet, compile_glob
-from webrelease.copier.places import layout_problems
+from webrelease.copier.places import folder_place, layout_problems, object_place
 from webrelease.copier.plan import Origin, Want, desired_files
 from webrelease.copier.render import MAX_OUTPUT_BYTES, RenderError, Templates
 from webrelease.copier.spec import WebReleaseSpec
@@ -37,6 +37,7 @@ from webrelease.copier.storage import (
     check_key,
     first_link,
     parse_url,
+    real_file_url,
 )
 from webrelease.copier.targets import TargetError, fixed_prefix, render_target
 
@@ -280,7 +281,33 @@ def customer_locations(spec: WebReleaseSpec, record: Mapping[str, Any]) -> tuple
     why = site_guard_for(spec).problem(record)
     if why is not None:
         raise CustomerError(f"target: {why}")
+    if overrides is not None and overrides.scheme == "file":
+        linked_overrides_problem(spec, overrides)
     return site, overrides
+
+
+def linked_overrides_problem(spec: WebReleaseSpec, overrides: Location) -> None:
+    """CustomerError when a customer's overrides folder is reached through a symlink that leads
+    into the sites, the build, the reports or the list: its files are copied into the public site
+    (``ov/acme -> ../out/reports`` would publish every customer's record). A link to a folder of
+    one's own (shared branding) is fine."""
+    real_url = real_file_url(overrides.url)
+    if real_url == overrides.url:
+        return
+    real = folder_place(real_url)
+    real_locs = real_locations(spec)
+    places = {
+        "spec.target.url (the sites)": folder_place(fixed_prefix(real_locs["target"] or "")),
+        "spec.source.url (the build)": folder_place(real_locs["source"] or ""),
+        "spec.reports.url (the reports)": folder_place(real_locs["reports"] or ""),
+        "spec.customers.url (the list)": object_place(real_locs["customers"] or ""),
+    }
+    for name, place in places.items():
+        if real is not None and place is not None and real.overlaps(place):
+            raise CustomerError(
+                f"overrides: a symlink leads them into {name}: its files would be copied into this "
+                f"customer's site; point the link at a folder of its own ({overrides.url} is {real_url})"
+            )
 
 
 def prepare_customer(
