@@ -324,3 +324,18 @@ def test_a_storage_outage_is_retried_then_fails_the_run(world: World) -> None:
     world.run_job()
     world.advance()
     assert world.reason("Complete") == "AllCustomersSucceeded"
+
+
+def test_an_outage_of_the_customer_list_is_waited_for_not_an_invalid_list(world: World) -> None:
+    """The customer list's bucket is down while the list is read: the same passing problem as a
+    reports outage (Progressing, StorageUnavailable, retried), never Failed / InvalidCustomerList;
+    once the bucket is back the run starts by itself."""
+    world.cluster.apply(NS, NAME, spec())
+    world.store.down_buckets = {"lists"}
+    with pytest.raises(kopf.TemporaryError, match="unreachable"):
+        world.start()
+    assert world.reason("Failed") is None
+    assert world.reason("Progressing") == "StorageUnavailable"
+    world.store.down_buckets = set()
+    world.start(retry=1, waited=2.0)
+    assert world.job().endswith("-main")

@@ -222,7 +222,7 @@ def run_local(
     except StorageError as exc:
         if isinstance(exc, AccessDenied):  # credentials refused (it names the object): bad input
             return LocalRunResult(EXIT_BAD_INPUT, error=str(exc))
-        return LocalRunResult(EXIT_CRASH, error=f"writing the snapshot to {report.url}: {exc}")
+        return LocalRunResult(EXIT_CRASH, error=f"freezing the customer list into {report.url}: {exc}")
     except ValueError as exc:
         return LocalRunResult(EXIT_BAD_INPUT, error=f"customer list: {exc}")
     layout = shard_layout(snapshot.count, spec.sharding.customers_per_shard, spec.sharding.parallelism)

@@ -18,7 +18,17 @@ from typing import IO
 
 from webrelease.copier.sources.base import READ_CHUNK_BYTES, SourceError
 from webrelease.copier.storage import object_url
-from webrelease.copier.storage.base import InvalidUrl, Location, NotFound, StorageError, Store, StoreFor
+from webrelease.copier.storage.base import (
+    AccessDenied,
+    InvalidKey,
+    InvalidUrl,
+    Location,
+    NotFound,
+    StorageError,
+    Store,
+    StoreFor,
+    UnusableFile,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -83,7 +93,10 @@ class StoreRangeReader(io.RawIOBase):
 
 @contextlib.contextmanager
 def open_object(url: str, store_for: StoreFor) -> Iterator[IO[bytes]]:
-    """A buffered binary stream over the object at ``url``; SourceError(``object``) if unreadable."""
+    """A buffered binary stream over the object at ``url``.
+
+    SourceError(``object``) when the object is missing or can never be read (refused credentials,
+    an unusable key or file); StorageError for a passing problem (storage unreachable)."""
     try:
         loc, key = object_url(url)
     except InvalidUrl as exc:
@@ -94,8 +107,10 @@ def open_object(url: str, store_for: StoreFor) -> Iterator[IO[bytes]]:
         stream.peek(1)  # the first range: a missing object is known now
     except NotFound:
         raise SourceError("object", f"{url} does not exist") from None
-    except StorageError as exc:
+    except (AccessDenied, InvalidKey, InvalidUrl, UnusableFile) as exc:  # no retry fixes these
         raise SourceError("object", f"cannot read {url}: {exc}") from None
+    # any other StorageError (unreachable, throttled past its deadline) passes through: it is a
+    # passing problem that the caller waits out, never a verdict on the list
     with stream:
         yield stream
 
