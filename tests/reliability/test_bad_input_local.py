@@ -366,3 +366,19 @@ def test_an_overrides_folder_linked_to_the_reports_fails_its_customer(
     assert (tmp_path / "sites" / "l-4" / "brand.css").read_text() == "i{}"
     written = changed(before, tree(tmp_path))
     assert all(k.startswith(("sites/good-1/", "sites/l-4/", "reports/")) for k in written), sorted(written)
+
+
+def test_a_sites_folder_linked_to_a_folder_whose_name_is_not_utf8_releases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Following the link must not crash on a folder name that is not UTF-8 (it is a legal one)."""
+    f = Folders(tmp_path).setup(lines())
+    name = os.fsdecode(b"s\xe9")  # 's\udce9': the byte 0xE9 alone is not UTF-8
+    (tmp_path / name).mkdir()
+    (tmp_path / "sites").rename(tmp_path / "old-sites")
+    (tmp_path / "sites").symlink_to(name)
+    release = f.write(f.doc())
+    code, text = run(release, capsys)
+    assert code == 0, text
+    assert "Traceback" not in text
+    assert (tmp_path / name / "good-1" / "index.html").is_file()

@@ -477,4 +477,5 @@ def real_file_url(url: str) -> str:
     real = os.path.realpath(folder)
     if real.rstrip("/") == posixpath.normpath(folder).rstrip("/"):
         return url
-    return "file://" + quote(real.rstrip("/") + "/", safe="/") + tail
+    # a folder name that is not UTF-8 (surrogate-escaped by os) is quoted byte for byte
+    return "file://" + quote(real.rstrip("/") + "/", safe="/", errors="surrogateescape") + tail
