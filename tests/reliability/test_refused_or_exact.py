@@ -29,8 +29,9 @@ from tests.reliability.kit import client_for, inventory
 from tests.reliability.test_bad_input import cli_in_process
 from webrelease.copier.localrun import run_local
 from webrelease.copier.shard import store_set_for
+from webrelease.copier.siterecord import RECORDS_FOLDER, record_place
 from webrelease.copier.spec import parse_spec
-from webrelease.copier.storage import LocalStore, RequestEvent, parse_url
+from webrelease.copier.storage import LocalStore, Location, RequestEvent, parse_url
 from webrelease.copier.storage.storeset import ENV_FAST_PATH, StoreSet
 
 pytestmark = [pytest.mark.reliability, pytest.mark.storage]
@@ -482,11 +483,34 @@ def test_precompressed_files_are_served_as_what_their_bytes_are(
 def test_the_right_bytes_with_a_wrong_content_type_are_found_and_fixed(
     place: Place, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The issue's case: an earlier tool left the same bytes labelled as text, before webrelease
+    ever wrote the site (so no site record vouches for anything)."""
+    fill(place)
+    release = place.release()
+    place.put("sites", "c1/assets/app.js", BUILD["assets/app.js"], content_type="text/plain")
+    code, text = webrelease(capsys, "verify", str(release))
+    assert code == 3, text
+    assert "c1  different  assets/app.js  Content-Type 'text/plain', expected 'text/javascript'" in text, text
+    code, text = webrelease(capsys, "run", str(release))
+    assert code == 0, text
+    assert place.served_as("c1", "assets/app.js") == ("text/javascript", None)
+    code, text = webrelease(capsys, "verify", str(release))
+    assert code == 0, text
+
+
+def test_a_type_changed_behind_webreleases_back_is_found_by_verify_then_fixed(
+    place: Place, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the site record cannot see: a third tool relabelling an object webrelease wrote,
+    keeping its bytes. ``run`` trusts its record (no HEAD); ``verify`` HEADs every file, finds it
+    and forgets that site's record, so the next ``run`` HEADs the site and fixes it."""
     fill(place)
     release = place.release()
     assert_exact(place, capsys, release)
-    # an earlier tool left the same bytes labelled as text
     place.put("sites", "c1/assets/app.js", BUILD["assets/app.js"], content_type="text/plain")
+    code, text = webrelease(capsys, "run", str(release))
+    assert code == 0 and "0 copied" in text, text  # the documented blind spot
+    assert place.served_as("c1", "assets/app.js") == ("text/plain", None)
     code, text = webrelease(capsys, "verify", str(release))
     assert code == 3, text
     assert "c1  different  assets/app.js  Content-Type 'text/plain', expected 'text/javascript'" in text, text
@@ -498,28 +522,113 @@ def test_the_right_bytes_with_a_wrong_content_type_are_found_and_fixed(
     assert code == 0, text
 
 
-def test_what_the_content_type_check_costs_in_requests(
-    place: Place, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A re-run that changes nothing sends one HEAD per site file (the listing carries no type),
-    one listing per site and per build/bucket check, and no write. Printed for docs/storage.md."""
-    fill(place)
-    spec = parse_spec(place.spec(customers={"inline": [{"id": f"c{i}", "name": "n"} for i in range(10)]}))
+def _counted_run(place: Place, spec: dict[str, Any]) -> tuple[int, dict[str, int], list[RequestEvent]]:
+    parsed = parse_spec(spec)
     events: list[RequestEvent] = []
-    stores = StoreSet(spec.storage, max_in_flight=16, on_request=events.append)
-    first = run_local(spec, "cost", stores=stores, progress=False, echo=lambda _: None)
-    assert first.exit_code == 0, first.summaries
-    events.clear()
-    again = run_local(spec, "cost", stores=stores, progress=False, echo=lambda _: None)
-    assert again.exit_code == 0
+    stores = StoreSet(parsed.storage, max_in_flight=16, on_request=events.append)
+    said: list[str] = []
+    result = run_local(parsed, "cost", stores=stores, progress=False, echo=said.append)
+    assert result.exit_code == 0, (result.exit_code, result.error, said)
     ops: dict[str, int] = {}
     for e in events:
         ops[e.operation] = ops.get(e.operation, 0) + 1
-    files = 10 * len(BUILD)
-    assert ops.get("HeadObject") == files, ops
-    site_writes = [e for e in events if "sites/" in e.key and e.operation in ("CopyObject", "PutObject")]
-    assert site_writes == [], site_writes
-    print(f"\nCONTENT-TYPE CHECK ({place.kind}): a no-op re-run of 10 sites x {len(BUILD)} files: {ops}")
+    return result.exit_code, ops, events
+
+
+def _records(events: list[RequestEvent], operation: str) -> list[RequestEvent]:
+    return [e for e in events if e.operation == operation and f"/{RECORDS_FOLDER}/" in f"/{e.key}"]
+
+
+def test_what_the_content_type_check_costs_in_requests(
+    place: Place, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first run HEADs every site file whose bytes are right and writes one site record per
+    customer; a re-run that changes nothing sends no HEAD at all: one listing per site, one GET of
+    its record, no write. Printed for docs/storage.md."""
+    fill(place)
+    n = 10
+    spec = place.spec(customers={"inline": [{"id": f"c{i}", "name": "n"} for i in range(n)]})
+    for i in range(n):  # an earlier tool's copy: right bytes, types unknown to webrelease
+        place.put("sites", f"c{i}/assets/site.css", BUILD["assets/site.css"], content_type="text/css")
+    code, first, events = _counted_run(place, spec)
+    assert code == 0, first
+    assert first.get("HeadObject") == n, first  # site.css: right bytes, no record to vouch
+    assert len(_records(events, "PutObject")) == n
+    code, again, events = _counted_run(place, spec)
+    assert code == 0
+    assert again.get("HeadObject", 0) == 0, again
+    assert len(_records(events, "GetObject")) == n
+    writes = ("CopyObject", "PutObject", "DeleteObjects")
+    site_writes = [e for e in events if e.operation in writes and "sites/" in e.key]
+    assert site_writes == [] and _records(events, "PutObject") == [], site_writes
+    print(f"\nCONTENT-TYPE CHECK ({place.kind}): first run of {n} sites x {len(BUILD)} files: {first}")
+    print(f"CONTENT-TYPE CHECK ({place.kind}): no-op re-run of {n} sites x {len(BUILD)} files: {again}")
+
+
+def _record_of(place: Place, cid: str) -> tuple[StoreSet, Location, str]:
+    stores = store_set_for(parse_spec(place.spec()))
+    folder, key = record_place(place.url("reports"), parse_url(place.url("sites", f"{cid}/")))
+    return stores, folder, key
+
+
+@pytest.mark.parametrize("lie", ["wrong bytes vouched", "stale md5", "corrupt", "another site's"])
+def test_a_record_that_lies_never_makes_a_wrong_site_look_right(
+    lie: str, place: Place, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The record is consulted only for a file whose listed MD5 is already the release's, and
+    only when its own entry names that same MD5 for this very site. So a hand-edited record can
+    never hide wrong bytes, nor a wrong type on an object it does not name exactly: each of these
+    edits ends with the site exact (checked by ``verify``, which trusts no record)."""
+    fill(place)
+    release = place.release()
+    assert_exact(place, capsys, release)
+    stores, folder, key = _record_of(place, "c1")
+    doc = json.loads(stores(folder).get(folder, key))
+    js = doc["files"]["assets/app.js"]
+    assert js == [_md5(BUILD["assets/app.js"]), "text/javascript", None]
+    if lie == "wrong bytes vouched":  # the site holds other bytes, the record claims them right
+        place.put("sites", "c1/assets/app.js", b"tampered();\n", content_type="text/javascript")
+        doc["files"]["assets/app.js"] = [_md5(b"tampered();\n"), "text/javascript", None]
+        body = json.dumps(doc).encode()
+    elif lie == "stale md5":  # the type is wrong; the record vouches for other bytes
+        place.put("sites", "c1/assets/app.js", BUILD["assets/app.js"], content_type="text/plain")
+        doc["files"]["assets/app.js"] = [_md5(b"older"), "text/javascript", None]
+        body = json.dumps(doc).encode()
+    elif lie == "corrupt":
+        place.put("sites", "c1/assets/app.js", BUILD["assets/app.js"], content_type="text/plain")
+        body = b'{"format": "webrelease-site-record/1", "files": '
+    else:  # c2's record copied over c1's: it names another site
+        place.put("sites", "c1/assets/app.js", BUILD["assets/app.js"], content_type="text/plain")
+        stores2, folder2, key2 = _record_of(place, "c2")
+        body = stores2(folder2).get(folder2, key2)
+    stores(folder).put(folder, key, body, content_type="application/json")
+    code, text = webrelease(capsys, "run", str(release))
+    assert code == 0 and "1 copied" in text, text
+    assert place.site("c1")["assets/app.js"] == BUILD["assets/app.js"]
+    assert place.served_as("c1", "assets/app.js") == ("text/javascript", None)
+    code, text = webrelease(capsys, "verify", str(release))
+    assert code == 0, text
+    # the record was rewritten: a further re-run HEADs nothing
+    code, ops, _ = _counted_run(place, place.spec())
+    assert code == 0 and ops.get("HeadObject", 0) == 0, ops
+
+
+def test_a_site_record_key_stays_short_for_a_long_site_location(
+    place: Place, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The record's key is a hash of the site's location: a site 870 bytes deep still gets one."""
+    fill(place)
+    cid = "x" * 63
+    deep = "/".join(["d" * 200] * 4) + "/{id}/"
+    spec = place.spec(
+        customers={"inline": [{"id": cid, "name": "n"}]}, target={"url": place.url("sites", deep)}
+    )
+    code, ops, events = _counted_run(place, spec)
+    assert code == 0, ops
+    (put,) = _records(events, "PutObject")
+    assert len(put.key.rsplit("/", 1)[1]) == len("0" * 64 + ".json")
+    code, ops, _ = _counted_run(place, spec)
+    assert code == 0 and ops.get("HeadObject", 0) == 0, ops
 
 
 # -- item 12: the fast path's off switch --------------------------------------------------------

@@ -19,6 +19,7 @@ from webrelease.copier.localrun import load_run_customers
 from webrelease.copier.plan import META_MD5, META_RELEASE, META_SHA256
 from webrelease.copier.results import decode_results, parse_summary
 from webrelease.copier.shard import ShardJob, run_shard
+from webrelease.copier.siterecord import record_place
 from webrelease.copier.snapshot import encode, shard_results_key, shard_summary_key
 from webrelease.copier.spec import Storage
 from webrelease.copier.storage import open_store, parse_url
@@ -98,9 +99,11 @@ def test_a_second_run_sends_no_writes_and_a_changed_file_is_recopied_alone(
     assert again.exit_code == EXIT_OK
     assert sc.all_site_writes() == []
     assert again.totals["objects"]["unchanged"] == 20 * len(BUILD)
-    # the listings decided the bytes; one HEAD per site file checked its Content-Type
-    heads = [e for e in sc.events if e.operation == "HeadObject"]
-    assert len(heads) == 20 * len(BUILD) and all("/sites/" in f"/{e.key}" for e in heads)
+    # the listings decided the bytes; the site records (one GET per customer) vouched for the
+    # Content-Types webrelease wrote, so no HEAD at all
+    assert [e for e in sc.events if e.operation == "HeadObject"] == []
+    records = [e for e in sc.events if "/_site-records/" in f"/{e.key}"]
+    assert [e.operation for e in records] == ["GetObject"] * 20
 
     sc.build["assets/app.js"] = b"console.log('app v2');\n"
     sc.store.put(sc.loc("build"), "assets/app.js", sc.build["assets/app.js"])
@@ -225,7 +228,11 @@ def test_customers_that_cannot_be_released_fail_alone_with_the_reason(
         assert {o.key for o in sc.store.list(site)} == set(BUILD)
     # nothing at all was written for a failed customer
     assert [o.key for o in sc.store.list(sites.child("eu").child("c90"))] == []
-    written = {e.key for e in sc.events if e.operation in WRITES}
+    # (site records are named by a hash, which may hold any of these strings: no failed
+    # customer has one, as the good ones' count shows)
+    written = {e.key for e in sc.events if e.operation in WRITES and "_site-records/" not in e.key}
+    record_keys = {e.key for e in sc.events if e.operation in WRITES and "_site-records/" in e.key}
+    assert len(record_keys) == len(good)
     assert not [k for k in written if "c90" in k or "Bad_Id" in k or "c91" in k or "c92" in k]
     # the report says the same
     lines = decode_results(sc.store.get(report, shard_results_key(0)))
@@ -319,7 +326,12 @@ def test_verify_reports_a_corrupted_site_and_passes_a_correct_one(storage_backen
         ("c03", MISSING, "assets/img/logo.png"),
         ("c04", EXTRA, "leftover.html"),
     }
-    assert not [e for e in sc.events if e.operation in WRITES | {"DeleteObjects"}]
+    # no site touched; only the site records of the three sites found wrong are forgotten
+    assert not [e for e in sc.events if e.operation in WRITES]
+    assert [e.operation for e in sc.events if e.operation == "DeleteObjects"] == ["DeleteObjects"] * 3
+    for cid, kept in [("c01", False), ("c02", False), ("c03", False), ("c00", True), ("c04", True)]:
+        folder, key = record_place(spec.reports.url, sc.site(cid))
+        assert (key in {o.key for o in sc.store.list(folder)}) is kept, cid
     # and a run repairs exactly those
     assert sc.run().exit_code == EXIT_OK
     assert [a.differences for a in audit(spec, RELEASE, customers, stores)] == [()] * 5

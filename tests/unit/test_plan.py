@@ -8,13 +8,16 @@ from webrelease.copier.plan import (
     META_SHA256,
     Op,
     Origin,
+    Served,
     Verdict,
     Want,
     compare,
     desired_files,
     plan_customer,
+    served_as,
     type_problem,
     undecided,
+    vouched,
 )
 from webrelease.copier.storage import ObjectInfo, guess_content_type
 
@@ -152,3 +155,27 @@ def test_compare() -> None:
     assert compare(w, ObjectInfo("k", 10, None, {META_SHA256: "s"})) is Verdict.SAME
     assert compare(w, ObjectInfo("k", 10, None, {META_SHA256: "t", META_MD5: "m"})) is Verdict.DIFFERENT
     assert compare(want("k", "m"), ObjectInfo("k", 10, None, {"Webrelease-Md5": "m"})) is Verdict.SAME
+
+
+def test_a_site_record_vouches_only_for_the_md5_and_type_it_names() -> None:
+    """A record entry spares the HEAD only when the listed MD5, the release's and the record's
+    are one and the recorded types are the release's; it never decides bytes."""
+    site = {
+        "assets/app.js": have("assets/app.js", "a1"),
+        "index.html": have("index.html", "i1"),
+        "docs/page.html": have("docs/page.html", "other"),
+        "assets/big.bin": have("assets/big.bin", None),
+    }
+    desired = {**BUILD, "assets/big.bin": want("assets/big.bin", "b1")}
+    record = {
+        "assets/app.js": served_as("assets/app.js", BUILD["assets/app.js"]),
+        "index.html": Served("i1", "text/plain", None),  # another type than the release's
+        "docs/page.html": Served("other", "text/html", None),  # the listing's MD5, not the release's
+        "assets/big.bin": Served("b1", "application/octet-stream", None),  # MD5 not listed
+    }
+    assert served_as("assets/app.js", BUILD["assets/app.js"]) == Served("a1", "text/javascript", None)
+    assert vouched("assets/app.js", BUILD["assets/app.js"], site["assets/app.js"], record)
+    assert undecided(desired, site, record=record) == ["assets/big.bin", "index.html"]
+    plan = plan_customer(desired, site, is_entrypoint=IS_ENTRY, prune=False)
+    assert "docs/page.html" in {a.key for a in plan.entrypoints}  # wrong bytes: rewritten anyway
+    assert served_as("x.svgz", want("x.svgz", "s1")) == Served("s1", "image/svg+xml", "gzip")

@@ -12,8 +12,9 @@ file of the same key, or adds one). :func:`plan_customer` compares it with the s
 *Same content* means: the site object's MD5 (its ETag, from the listing) equals the expected MD5,
 **and** its Content-Type (and Content-Encoding) are the ones the release gives that file — a page
 with the right bytes but served as ``text/plain`` is wrong. The listing carries neither type nor
-metadata, so :func:`undecided` names every key the listing does not already call different; the
-caller HEADs them (one request per file the site already holds) and passes the answers back. When
+metadata, so :func:`undecided` names every key the listing does not already call different,
+except those the site record (:mod:`webrelease.copier.siterecord`) vouches for; the caller HEADs
+them and passes the answers back. When
 the site object's MD5 is unknown (a multipart upload's ETag) the metadata webrelease stored when it
 wrote the object (``webrelease-md5``/``webrelease-sha256``) decides the bytes.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 from webrelease.copier.storage import ObjectInfo, guess_content_encoding, guess_content_type
 
@@ -121,6 +122,22 @@ def compare(want: Want, site: ObjectInfo) -> Verdict:
     return Verdict.UNKNOWN
 
 
+class Served(NamedTuple):
+    """How one site file was written: its MD5, Content-Type and Content-Encoding (a site record's
+    entry, :mod:`webrelease.copier.siterecord`)."""
+
+    md5: str
+    content_type: str
+    content_encoding: str | None
+
+
+def served_as(key: str, want: Want) -> Served:
+    """The MD5 and types the release gives ``key`` (``want.md5`` must be known)."""
+    assert want.md5 is not None
+    ctype = want.content_type or guess_content_type(key)
+    return Served(want.md5, ctype.lower(), guess_content_encoding(key))
+
+
 def type_problem(key: str, want: Want, site: ObjectInfo) -> str | None:
     """How ``site`` (from a HEAD) is served differently from what the release gives ``key``, or
     None: the Content-Type of a rendered file is its template's, any other file's is guessed from
@@ -148,14 +165,36 @@ def desired_files(
     return out
 
 
+def vouched(key: str, want: Want, site: ObjectInfo, record: Mapping[str, Served]) -> bool:
+    """Whether ``record`` vouches for the type of ``site`` (a listed object): the listing's MD5,
+    the release's and the record's are one, and the recorded types are the release's."""
+    entry = record.get(key)
+    if entry is None or want.md5 is None or site.md5 is None:
+        return False
+    return site.md5.lower() == want.md5 == entry.md5 and entry == served_as(key, want)
+
+
 def undecided(
-    desired: Mapping[str, Want], site: Mapping[str, ObjectInfo], *, check_type: bool = True
+    desired: Mapping[str, Want],
+    site: Mapping[str, ObjectInfo],
+    *,
+    check_type: bool = True,
+    record: Mapping[str, Served] | None = None,
 ) -> list[str]:
     """Keys the listing cannot decide alone (HEAD them, then pass ``heads``): those whose MD5 it
     does not know, and — with ``check_type`` — every one whose bytes it calls the same, since only
-    a HEAD shows the Content-Type."""
-    wanted = (Verdict.UNKNOWN, Verdict.SAME) if check_type else (Verdict.UNKNOWN,)
-    return sorted(k for k, w in desired.items() if k in site and compare(w, site[k]) in wanted)
+    a HEAD shows the Content-Type, unless the site ``record`` vouches for its type."""
+    record = record or {}
+    out: list[str] = []
+    for key, want in desired.items():
+        if key not in site:
+            continue
+        verdict = compare(want, site[key])
+        if verdict is Verdict.UNKNOWN or (
+            check_type and verdict is Verdict.SAME and not vouched(key, want, site[key], record)
+        ):
+            out.append(key)
+    return sorted(out)
 
 
 def plan_customer(

@@ -51,6 +51,7 @@ from webrelease.copier.plan import (
     undecided,
 )
 from webrelease.copier.results import CustomerResult, ShardResult, encode_results
+from webrelease.copier.siterecord import SiteRecord, read_record, write_record, written_files
 from webrelease.copier.snapshot import SnapshotError, read_slice, shard_results_key, shard_summary_key
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import (
@@ -227,9 +228,15 @@ class Releaser:
 
     # -- one customer ----------------------------------------------------------------------
 
-    def plan(self, work: CustomerWork) -> CustomerPlan:
-        """The customer's plan; keys the listing cannot decide are HEADed (concurrently)."""
-        keys = undecided(work.desired, work.site_listing)
+    def read_record(self, work: CustomerWork) -> SiteRecord:
+        return read_record(self.stores, self.spec.reports.url, work.site)
+
+    def plan(self, work: CustomerWork, record: SiteRecord | None = None) -> CustomerPlan:
+        """The customer's plan; keys the listing cannot decide, and those whose type the site
+        record does not vouch for, are HEADed (concurrently)."""
+        if record is None:
+            record = self.read_record(work)
+        keys = undecided(work.desired, work.site_listing, record=record.files)
         store = self.stores(work.site)
         heads: dict[str, ObjectInfo] = dict(
             zip(keys, self.pool.map(lambda k: store.head(work.site, k), keys), strict=True)
@@ -241,6 +248,31 @@ class Releaser:
             prune=self.spec.prune,
             heads=heads,
         )
+
+    def _forget_writes(self, record: SiteRecord, plan: CustomerPlan) -> bool:
+        """Before writing, drop from the site record every key about to be written: a write that
+        fails half-way (or a customer failing later) must not leave the record vouching for a
+        type the object may no longer have."""
+        written = {a.key for a in (*plan.writes, *plan.entrypoints)} & set(record.files)
+        if not written:
+            return False
+        try:
+            write_record(self.stores, record, {k: v for k, v in record.files.items() if k not in written})
+        except StorageError as exc:
+            raise CustomerError(f"site record {record.folder.url}{record.key}: {exc}") from exc
+        return True
+
+    def _keep_record(self, record: SiteRecord, work: CustomerWork, *, changed: bool) -> None:
+        """After every write succeeded the site holds the desired files: record them (one PUT,
+        only when the record changes). A failure here leaves the site right; the next run HEADs."""
+        files = written_files(work.desired)
+        if record.files == files and record.exists and not changed:
+            return
+        try:
+            write_record(self.stores, record, files)
+        except StorageError as exc:
+            where = record.folder.url + record.key
+            log.warning("site record %s not written (the next run HEADs): %s", where, exc)
 
     def prepare(self, record: Record) -> CustomerWork:
         return prepare_customer(self.spec, self.build, record, self.stores, self.pool)
@@ -254,12 +286,15 @@ class Releaser:
         try:
             work = self.prepare(record)
             result.site = work.site.url
-            plan = self.plan(work)
+            kept = self.read_record(work)
+            plan = self.plan(work, kept)
             result.counts.unchanged = len(plan.unchanged)
+            forgot = self._forget_writes(kept, plan)
             self._run_all(work, plan.writes, tally)
             self._run_all(work, plan.entrypoints, tally)
             if plan.deletes:
                 self._delete(work, plan.deletes, tally)
+            self._keep_record(kept, work, changed=forgot)
         except (CustomerError, StorageError, ValueError) as exc:
             result.ok = False
             result.reason = _reason(exc)

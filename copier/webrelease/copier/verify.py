@@ -11,12 +11,15 @@ listing gives an MD5 is compared by it; any other is read back and hashed. It li
 - ``extra``: with ``prune``, a site file the release does not have;
 - ``unverifiable``: the customer cannot be prepared (bad id, target, template error...).
 
-It writes nothing.
+It writes nothing in any site. For a site in which it finds a missing or different file it
+deletes the site record (:mod:`webrelease.copier.siterecord`, beside the reports) so that the
+next run HEADs every file of that site instead of trusting what it wrote last time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +27,12 @@ from dataclasses import dataclass
 from webrelease.copier.customers import Record
 from webrelease.copier.desired import Build, CustomerError, prepare_build, prepare_customer
 from webrelease.copier.plan import type_problem
+from webrelease.copier.siterecord import forget_record
 from webrelease.copier.spec import WebReleaseSpec
 from webrelease.copier.storage import NotFound, ObjectInfo, StorageError
 from webrelease.copier.storage.storeset import StoreSet
+
+log = logging.getLogger(__name__)
 
 MISSING = "missing"
 DIFFERENT = "different"
@@ -104,6 +110,11 @@ def audit_customer(
     if spec.prune:
         diffs.extend(Difference(cid, EXTRA, k) for k in sorted(work.site_listing) if k not in work.desired)
     diffs.sort(key=lambda d: (d.key, d.problem))
+    if any(d.problem in (MISSING, DIFFERENT) for d in diffs):
+        try:
+            forget_record(stores, spec.reports.url, work.site)
+        except StorageError as exc:
+            log.warning("site record of %s not deleted: %s", work.site.url, exc)
     return CustomerAudit(cid, work.site.url, len(work.desired), tuple(diffs))
 
 
