@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from webrelease.copier.storage.governor import FLOOR, Governor
+from webrelease.copier.storage.governor import CATCH_UP_S, FLOOR, Governor
 
 
 def succeed(gov: Governor, n: int) -> None:
@@ -45,8 +45,22 @@ def test_answers_to_requests_already_in_flight_do_not_cut_again() -> None:
     assert (stats.throttled, stats.cuts) == (5, 1), "one cut for one round trip's worth of SlowDowns"
 
 
+class VirtualTime:
+    """A clock that moves only when the governor sleeps, or when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_the_pace_is_kept() -> None:
-    gov = Governor(8)
+    vt = VirtualTime()
+    gov = Governor(8, clock=vt.clock, sleep=vt.sleep)
     gov.release(gov.acquire(), throttled=True)  # nothing succeeded: half the sent rate, floored
     rate = gov.rate
     assert rate is not None and rate >= FLOOR
@@ -57,7 +71,26 @@ def test_the_pace_is_kept() -> None:
         starts.append(t)
         gov.release(t)  # neither ok nor throttled: the rate stays
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps[1:]) >= 0.018, gaps
+    assert gaps[1:] == pytest.approx([0.02] * 4), gaps
+
+
+def test_a_late_sender_catches_up_by_at_most_the_catch_up_span() -> None:
+    """A thread that comes late (the machine was busy) may start its next requests closer
+    together, but never more than CATCH_UP_S worth of them early: no burst after a pause."""
+    vt = VirtualTime()
+    gov = Governor(8, clock=vt.clock, sleep=vt.sleep)
+    gov.release(gov.acquire(), throttled=True)
+    gov._rate = 50.0
+    gov.release(gov.acquire())
+    vt.now += 1.0  # a second late: 50 slots missed
+    starts = []
+    for _ in range(10):
+        t = gov.acquire()
+        starts.append(t)
+        gov.release(t)
+    early = sum(1 for a, b in itertools.pairwise(starts) if b - a < 0.02 - 1e-9)
+    assert early <= round(CATCH_UP_S * 50) + 1, starts
+    assert starts[-1] - starts[0] >= 9 * 0.02 - CATCH_UP_S - 1e-9
 
 
 def test_successes_raise_the_pace_again() -> None:

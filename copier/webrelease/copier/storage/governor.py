@@ -33,6 +33,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Requests in flight before the first success (slow start).
@@ -67,7 +68,16 @@ class GovernorStats:
 class Governor:
     """The send rate and requests in flight of one store. Thread-safe."""
 
-    def __init__(self, ceiling: int, *, decrease: float = DECREASE, floor: float = FLOOR) -> None:
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        decrease: float = DECREASE,
+        floor: float = FLOOR,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``clock`` and ``sleep`` are the time source (tests give a virtual one)."""
         if ceiling < 1:
             raise ValueError("ceiling must be at least 1")
         if not 0 < decrease < 1:
@@ -75,6 +85,8 @@ class Governor:
         self.ceiling = ceiling
         self.decrease = decrease
         self.floor = floor
+        self._clock = clock
+        self._sleep = sleep
         self._rate: float | None = None
         self._window = min(ceiling, START_WINDOW)
         self._in_flight = 0
@@ -106,11 +118,11 @@ class Governor:
             with self._cond:
                 while self._in_flight >= self._window:
                     self._cond.wait()
-                delay = 0.0 if self._rate is None else self._next_start - time.monotonic()
+                delay = 0.0 if self._rate is None else self._next_start - self._clock()
             if delay > 0:
-                time.sleep(delay)
+                self._sleep(delay)
             with self._cond:
-                now = time.monotonic()
+                now = self._clock()
                 self._in_flight += 1
                 if self._rate is not None:
                     self._next_start = max(now - CATCH_UP_S, self._next_start) + 1.0 / self._rate
@@ -122,7 +134,7 @@ class Governor:
         SlowDown (``throttled``), or neither (an error that says nothing about the rate)."""
         with self._cond:
             self._in_flight -= 1
-            now = time.monotonic()
+            now = self._clock()
             if throttled:
                 self._throttled += 1
                 if started > self._cut_at and now - self._cut_at >= self._rtt:
