@@ -13,6 +13,7 @@ lists its site. It writes nothing; a customer whose preparation fails has nothin
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -177,9 +178,26 @@ def check_build(spec: WebReleaseSpec, store_for: StoreFor) -> dict[str, ObjectIn
         raise BuildError(str(exc)) from None
     check_real_layout(spec)
     listing = list_build(loc, store_for(loc))
+    if spec.target.url.startswith("s3://"):
+        check_utf8_keys(listing, loc.url)
     check_patterns(spec, listing, loc.url)
     check_buckets(spec, store_for)
     return listing
+
+
+def check_utf8_keys(keys: Iterable[str], source: str) -> None:
+    """BuildError naming a build file whose name is not UTF-8 (a local build: the OS hands such
+    names over surrogate-escaped) when the sites are on S3, whose keys are UTF-8: every shard
+    crashed on it (exit 1) instead of one bad-input error."""
+    for key in keys:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(key)
+            raise BuildError(
+                f"source {source}: build file {shown!r} has a name that is not UTF-8, which no S3 "
+                "key can hold; rename it"
+            ) from None
 
 
 def check_real_layout(spec: WebReleaseSpec) -> None:
