@@ -49,6 +49,8 @@ from tests.reliability.kit import (
     read_object,
 )
 from webrelease import cli as webrelease_cli
+from webrelease.copier.siterecord import RECORDS_FOLDER, record_place
+from webrelease.copier.storage import parse_url
 
 pytestmark = [pytest.mark.reliability, pytest.mark.storage]
 
@@ -180,10 +182,18 @@ class World:
         return {"AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key}
 
     def own(self, key: tuple[str, str], ok_sites: set[str]) -> bool:
-        """Whether a changed object is one a run may write: a good customer's site, or its report."""
+        """Whether a changed object is one a run may write: a good customer's site, its site record
+        (beside the reports), or the run's report."""
         bucket, name = key
         if bucket == self.reports and name.startswith("reports/default/hostile/"):
             return True
+        if bucket == self.reports and name.startswith(f"reports/{RECORDS_FOLDER}/"):
+            for s in ok_sites:
+                folder, record = record_place(
+                    f"s3://{self.reports}/reports/", parse_url(f"s3://{self.sites}/sites/{s}/")
+                )
+                if name == folder.prefix + record:
+                    return True
         return bucket == self.sites and any(name.startswith(f"sites/{s}/") for s in ok_sites)
 
 
