@@ -292,6 +292,21 @@ def cluster_section(s: Settings, out: list[str]) -> dict[str, object]:
     return result.to_json()
 
 
+def rerelease_section(s: Settings, out: list[str]) -> dict[str, object]:
+    from bench import clusterpath
+
+    result = clusterpath.run_rerelease(s, log)
+    out.append("## Re-release at scale (the cluster section's re-release part alone)\n")
+    out.append(
+        f"`webrelease run` of {result.customers:,} customers x {result.files} files "
+        f"(--workers {s.cluster_parallelism}): fresh, nothing changed, one file of the build changed. "
+        "Requests from the S3 server's access log; the reports (and so the site records) in a bucket "
+        "of their own. 1-minute load: " + ", ".join(f"{k} {v:.1f}" for k, v in result.loads.items()) + ".\n"
+    )
+    out.append(clusterpath.rerelease_table(result.customers, result.runs) + "\n")
+    return result.to_json()
+
+
 def main(argv: list[str] | None = None) -> int:
     s = parse(argv)
     started = time.monotonic()
@@ -316,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             raw["throttle"] = throttle_section(s, out)
         if "cluster" in s.sections:
             raw["cluster"] = cluster_section(s, out)
+        if "rerelease" in s.sections:
+            raw["rerelease"] = rerelease_section(s, out)
         if "operator" in s.sections:
             raw["operator"] = operator_section(s, out)
     finally:

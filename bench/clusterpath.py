@@ -17,8 +17,10 @@ operator`` as a process of its own.
 2. **Local**: ``webrelease run`` of the same release (other sites) with as many workers as the
    release's ``parallelism``: wall seconds, CPU of it and its shard processes.
 3. **Re-release** (local, the same sites): nothing changed, then one file of the build changed:
-   requests by operation from the server's access log: writes to the sites, and list requests
-   per customer (one page per 1,000 keys).
+   requests by operation from the server's access log: writes to the sites, and the requests per
+   customer: its listing pages (one per 1,000 keys), plus the GET of its site record (a key under
+   ``_site-records/`` in the reports, which the local runs keep in a bucket of their own), plus
+   any HEAD. ``--only rerelease`` runs this part alone (with its own fresh release).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ from tests.harness.throttle import ThrottleProxy
 from bench.config import Settings
 from bench.copybench import SOURCE_BUCKET, upload_build
 from bench.report import table
-from bench.s3 import BenchServer, client, credentials_env, list_keys
+from bench.s3 import BenchServer, client, credentials_env, list_keys, parse_access_log, parse_access_log_keys
 from bench.workload import make_build, make_customers
 from webrelease.copier.snapshot import encode
 
@@ -60,6 +62,14 @@ NAMESPACE = "bench"
 RELEASE = "cluster-bench"
 META = "cluster-meta"
 POLL_S = 0.25
+SITES_LOCAL = "sites-local"
+#: The local runs' reports (and so their site records, ``_site-records/`` under the reports) get a
+#: bucket of their own, so that the access log tells a record's GET/PUT from the sites' requests.
+REPORTS_LOCAL = "reports-local"
+#: Operations counted on the reports bucket carry this prefix in the ``rerelease`` counts; those
+#: on a site record (a key under ``_site-records/``, a subset of them) this one.
+REPORTS = "reports "
+RECORDS = "record "
 
 
 def _proc_cpu(pid: int) -> float:
@@ -172,6 +182,140 @@ def _spec(
     }
 
 
+class Local:
+    """``webrelease run`` of the bench's release into ``sites-local``, timed, its requests counted
+    by bucket and operation from the server's access log (the reports bucket's prefixed
+    ``reports ``: shard reports and the site records)."""
+
+    def __init__(
+        self, s: Settings, server: BenchServer, endpoint: str, rel_dir: Path, templates: list[str]
+    ) -> None:
+        self.s, self.server, self.endpoint, self.templates = s, server, endpoint, templates
+        self.rel_dir = rel_dir
+        rel_dir.mkdir(parents=True, exist_ok=True)
+        self.env = credentials_env(server.endpoint)
+        self.bin = Path(sys.executable).parent / "webrelease"
+        self.log: Callable[[str], None] = print
+
+    def run(self, build_prefix: str, label: str) -> tuple[float, float, dict[str, int]]:
+        s = self.s
+        sp = _spec(
+            s, self.endpoint, SITES_LOCAL, s.cluster_customers_per_shard, s.cluster_parallelism, build_prefix
+        )
+        sp["templates"] = self.templates
+        sp["reports"] = {"url": f"s3://{REPORTS_LOCAL}/reports/"}
+        f = self.rel_dir / f"{label}.yaml"
+        doc = {
+            "apiVersion": "webrelease.dev/v1alpha1",
+            "kind": "WebRelease",
+            "metadata": {"name": "local-bench"},
+            "spec": sp,
+        }
+        f.write_text(yaml.safe_dump(doc, sort_keys=False))
+        self.server.log.mark()
+        c0 = _children_cpu()
+        t = time.monotonic()
+        proc = subprocess.run(
+            [str(self.bin), "run", str(f), "--no-progress", "--workers", str(s.cluster_parallelism)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.monotonic() - t
+        cpu = _children_cpu() - c0
+        if proc.returncode != 0:
+            raise RuntimeError(f"webrelease run ({label}) exited {proc.returncode}: {proc.stderr[-2000:]}")
+        text = self.server.log.since_mark_text()
+        counts = parse_access_log(text)
+        ops = {op: int(c) for (b, op), c in counts.items() if b == SITES_LOCAL}
+        ops |= {REPORTS + op: int(c) for (b, op), c in counts.items() if b == REPORTS_LOCAL}
+        records = parse_access_log_keys(text, "/_site-records/")
+        ops |= {RECORDS + op: int(c) for (b, op), c in records.items() if b == REPORTS_LOCAL}
+        self.log(f"  local {label}: {wall:.1f} s, CPU {cpu:.1f} s, requests {ops}")
+        return wall, cpu, ops
+
+
+@dataclass
+class RereleaseResult:
+    customers: int
+    files: int
+    #: label -> (wall s, client CPU s, requests by operation)
+    runs: dict[str, tuple[float, float, dict[str, int]]]
+    #: 1-minute load average at the start and after each run
+    loads: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_rerelease(settings: Settings, log: Callable[[str], None]) -> RereleaseResult:
+    """Only the re-release part: the local fresh release, then nothing changed, then one file."""
+    s = settings
+    work = s.work / "rerelease"
+    work.mkdir(parents=True, exist_ok=True)
+    n, files = s.cluster_customers, s.cluster_files
+    build = make_build(files)
+    customers = make_customers(n)
+    templates = sorted(f.key for f in build.templates)
+    log(f"== re-release: {n:,} customers x {files} files, --workers {s.cluster_parallelism}")
+    loads = {"start": os.getloadavg()[0]}
+    runs: dict[str, tuple[float, float, dict[str, int]]] = {}
+    with BenchServer(work / "s3") as server, ThrottleProxy(server.endpoint, rate=1e9) as front:
+        s3 = client(server.endpoint)
+        upload_build(s3, build)
+        for bucket in (META, SITES_LOCAL, REPORTS_LOCAL):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=META, Key="customers.jsonl", Body=encode(customers))
+        local = Local(s, server, front.endpoint.endpoint_url, work / "local", templates)
+        local.log = log
+        for prefix, label in (("v1", "fresh"), ("v1", "noop"), ("v2", "changed")):
+            runs[label] = local.run(prefix, label)
+            loads[label] = os.getloadavg()[0]
+    return RereleaseResult(customers=n, files=files, runs=runs, loads=loads)
+
+
+def rerelease_table(
+    customers: int, runs: Mapping[str, tuple[float | None, float | None, dict[str, int]]]
+) -> str:
+    """Requests by type per run; per customer: the site listing pages plus the site record's GET."""
+    rows = []
+    for label, (wall, cpu, ops) in runs.items():
+        site = {k: v for k, v in ops.items() if not k.startswith((REPORTS, RECORDS))}
+        writes = site.get("CopyObject", 0) + site.get("PutObject", 0)
+        lists = site.get("ListObjectsV2", 0)
+        heads = site.get("HeadObject", 0)
+        gets = ops.get(RECORDS + "GetObject", 0)
+        rows.append(
+            [
+                label,
+                "" if wall is None else f"{wall:.1f}",
+                "" if cpu is None else f"{cpu:.1f}",
+                f"{writes:,}",
+                f"{lists:,}",
+                f"{gets:,}",
+                f"{heads:,}",
+                f"{(lists + gets + heads) / customers:.2f}",
+                ", ".join(f"{k} {v:,}" for k, v in sorted(ops.items())),
+            ]
+        )
+    return table(
+        [
+            "local run",
+            "wall s",
+            "CPU s",
+            "writes to sites (PUT/COPY)",
+            "LIST (sites)",
+            "GET (site records)",
+            "HEAD (sites)",
+            "LIST + record GET + HEAD per customer",
+            "requests by operation (sites; reports bucket; its site records)",
+        ],
+        rows,
+        "lrrrrrrrl",
+    )
+
+
 def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
     s = settings
     work = s.work / "cluster"
@@ -192,51 +336,14 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
     ):
         s3 = client(server.endpoint)
         upload_build(s3, build)
-        for bucket in (META, "sites-cluster", "sites-local"):
+        for bucket in (META, "sites-cluster", SITES_LOCAL, REPORTS_LOCAL):
             s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=META, Key="customers.jsonl", Body=encode(customers))
         endpoint = front.endpoint.endpoint_url
         venv_bin = Path(sys.executable).parent
         # -- the same release, locally
-        env = {**credentials_env(server.endpoint)}
-        rel_dir = work / "local"
-        rel_dir.mkdir(parents=True, exist_ok=True)
-
-        def local(build_prefix: str, label: str) -> tuple[float, float, dict[str, int]]:
-            sp = _spec(s, endpoint, "sites-local", per_shard, parallelism, build_prefix)
-            sp["templates"] = templates
-            f = rel_dir / f"{label}.yaml"
-            f.write_text(
-                yaml.safe_dump(
-                    {
-                        "apiVersion": "webrelease.dev/v1alpha1",
-                        "kind": "WebRelease",
-                        "metadata": {"name": "local-bench"},
-                        "spec": sp,
-                    },
-                    sort_keys=False,
-                )
-            )
-            server.log.mark()
-            c0 = _children_cpu()
-            t = time.monotonic()
-            proc = subprocess.run(
-                [str(venv_bin / "webrelease"), "run", str(f), "--no-progress", "--workers", str(parallelism)],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            wall = time.monotonic() - t
-            cpu = _children_cpu() - c0
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"webrelease run ({label}) exited {proc.returncode}: {proc.stderr[-2000:]}"
-                )
-            counts = server.log.since_mark()
-            ops = {op: int(c) for (b, op), c in counts.by_bucket_op.items() if b == "sites-local"}
-            log(f"  local {label}: {wall:.1f} s, CPU {cpu:.1f} s, site requests {ops}")
-            return wall, cpu, ops
+        local = Local(s, server, endpoint, work / "local", templates)
+        local.log = log
 
         path = os.pathsep.join([str(venv_bin), str(plane.bin_dir or ""), os.environ.get("PATH", "")])
         agent = NodeAgent(
@@ -249,7 +356,7 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
         )
         loads: dict[str, float] = {}
         if s.cluster_local_first:
-            local_s, local_cpu, fresh_ops = local("v1", "fresh")
+            local_s, local_cpu, fresh_ops = local.run("v1", "fresh")
             loads["local"] = os.getloadavg()[0]
         agent.start()
         operator = OperatorProcess(plane, work / "operator")
@@ -322,13 +429,13 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
             agent.stop()
 
         if not s.cluster_local_first:
-            local_s, local_cpu, fresh_ops = local("v1", "fresh")
+            local_s, local_cpu, fresh_ops = local.run("v1", "fresh")
             loads["local"] = os.getloadavg()[0]
-        _noop_s, _noop_cpu, noop_ops = local("v1", "noop")
-        _chg_s, _chg_cpu, changed_ops = local("v2", "changed")
-        site_keys = sum(1 for _ in list_keys(s3, "sites-local"))
+        _noop_s, _noop_cpu, noop_ops = local.run("v1", "noop")
+        _chg_s, _chg_cpu, changed_ops = local.run("v2", "changed")
+        site_keys = sum(1 for _ in list_keys(s3, SITES_LOCAL))
         pages = noop_ops.get("ListObjectsV2", 0) / n
-        log(f"  sites-local holds {site_keys:,} keys")
+        log(f"  {SITES_LOCAL} holds {site_keys:,} keys")
     return ClusterResult(
         customers=n,
         files=files,
@@ -420,23 +527,5 @@ def tables(r: ClusterResult) -> str:
         )
     )
     out.append("")
-    rows = []
-    for label, ops in r.rerelease.items():
-        writes = ops.get("CopyObject", 0) + ops.get("PutObject", 0)
-        rows.append(
-            [
-                label,
-                f"{writes:,}",
-                f"{ops.get('ListObjectsV2', 0):,}",
-                f"{ops.get('ListObjectsV2', 0) / r.customers:.2f}",
-                ", ".join(f"{k} {v:,}" for k, v in sorted(ops.items())),
-            ]
-        )
-    out.append(
-        table(
-            ["local run", "writes to sites", "list requests", "per customer", "site requests by operation"],
-            rows,
-            "lrrrl",
-        )
-    )
+    out.append(rerelease_table(r.customers, {label: (None, None, ops) for label, ops in r.rerelease.items()}))
     return "\n".join(out) + "\n"

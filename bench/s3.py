@@ -99,6 +99,21 @@ def parse_access_log(text: str) -> collections.Counter[tuple[str, str]]:
     return ops
 
 
+def parse_access_log_keys(text: str, marker: str) -> collections.Counter[tuple[str, str]]:
+    """Like :func:`parse_access_log`, only the requests whose object key (the field after the
+    operation) contains ``marker``: e.g. ``/_site-records/`` for the site records' requests."""
+    ops: collections.Counter[tuple[str, str]] = collections.Counter()
+    for line in text.splitlines():
+        head, sep, rest = line.partition(" [")
+        close = rest.find("] ")
+        if not sep or close < 0:
+            continue
+        fields = rest[close + 2 :].split(" ", 5)
+        if len(fields) >= 5 and marker in fields[4]:
+            ops[(head.split(" ")[-1], fields[3].removeprefix("s3_"))] += 1
+    return ops
+
+
 class AccessLog:
     """Reads the server's access log from a mark onward."""
 
@@ -130,13 +145,17 @@ class AccessLog:
         self.settle()
         self._offset = self._size()
 
-    def since_mark(self) -> RequestCount:
+    def since_mark_text(self) -> str:
+        """The log's lines since the mark (and moves the mark to the end)."""
         self.settle()
         with self.path.open("rb") as f:
             f.seek(self._offset)
             data = f.read()
         self._offset += len(data)
-        return RequestCount(dict(parse_access_log(data.decode("utf-8", "replace"))))
+        return data.decode("utf-8", "replace")
+
+    def since_mark(self) -> RequestCount:
+        return RequestCount(dict(parse_access_log(self.since_mark_text())))
 
 
 class BenchServer:

@@ -6,8 +6,9 @@ would silently skew every table.
 
 from __future__ import annotations
 
+from bench.clusterpath import RECORDS, REPORTS, rerelease_table
 from bench.config import TOOLS, parse, read_versions
-from bench.s3 import RequestCount, parse_access_log
+from bench.s3 import RequestCount, parse_access_log, parse_access_log_keys
 from bench.workload import TEMPLATE_SHARE, make_build, make_customers
 
 # A line as versitygw v1.8.0 writes it: the timestamp holds a space, the user agent several.
@@ -43,6 +44,35 @@ def test_access_log_counts_every_request_by_bucket_and_operation() -> None:
     # writes to the sites exclude the tool's own report, which is still a write
     assert counts.writes("sites-a") == 2
     assert counts.writes() == 3
+
+
+def test_site_record_requests_are_told_from_the_other_report_requests_by_key() -> None:
+    rec = "reports/_site-records/" + "a" * 64 + ".json"
+    text = "\n".join(
+        [
+            LINE.format(bucket="reports-local", op="GetObject", key=rec),
+            LINE.format(bucket="reports-local", op="GetObject", key="reports/default/r/1/customers.jsonl"),
+            LINE.format(bucket="reports-local", op="PutObject", key=rec),
+            # a site file whose name merely contains the words is not a record
+            LINE.format(bucket="sites", op="GetObject", key="c1/site-records.html"),
+        ]
+    )
+    assert parse_access_log_keys(text, "/_site-records/") == {
+        ("reports-local", "GetObject"): 1,
+        ("reports-local", "PutObject"): 1,
+    }
+
+
+def test_rerelease_table_counts_the_record_get_beside_the_listing_per_customer() -> None:
+    ops = {
+        "ListObjectsV2": 4,
+        "HeadObject": 2,
+        REPORTS + "GetObject": 9,  # shard files: not per customer
+        RECORDS + "GetObject": 4,
+    }
+    row = rerelease_table(4, {"noop": (1.0, 2.0, ops)}).splitlines()[2].split(" | ")
+    # writes, LIST, record GET, HEAD, (LIST + record GET + HEAD) / customers
+    assert row[3:8] == ["0", "4", "4", "2", "2.50"]
 
 
 def test_build_is_deterministic_with_a_few_large_files_and_five_percent_templates() -> None:
