@@ -159,6 +159,8 @@ class ClusterResult:
     status_writes: float
     watcher_requests: int
     rerelease: dict[str, dict[str, int]]
+    #: label -> (wall s, client CPU s) of the same local runs
+    rerelease_times: dict[str, tuple[float, float]]
     list_pages_per_customer: float
     #: 1-minute load average at the end of each path's run, and which ran first
     loads: dict[str, float]
@@ -431,8 +433,8 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
         if not s.cluster_local_first:
             local_s, local_cpu, fresh_ops = local.run("v1", "fresh")
             loads["local"] = os.getloadavg()[0]
-        _noop_s, _noop_cpu, noop_ops = local.run("v1", "noop")
-        _chg_s, _chg_cpu, changed_ops = local.run("v2", "changed")
+        noop_s, noop_cpu, noop_ops = local.run("v1", "noop")
+        chg_s, chg_cpu, changed_ops = local.run("v2", "changed")
         site_keys = sum(1 for _ in list_keys(s3, SITES_LOCAL))
         pages = noop_ops.get("ListObjectsV2", 0) / n
         log(f"  {SITES_LOCAL} holds {site_keys:,} keys")
@@ -453,6 +455,11 @@ def run(settings: Settings, log: Callable[[str], None]) -> ClusterResult:
         status_writes=status_writes,
         watcher_requests=watch.requests,
         rerelease={"fresh": fresh_ops, "noop": noop_ops, "changed": changed_ops},
+        rerelease_times={
+            "fresh": (local_s, local_cpu),
+            "noop": (noop_s, noop_cpu),
+            "changed": (chg_s, chg_cpu),
+        },
         list_pages_per_customer=pages,
         loads=loads,
         local_first=s.cluster_local_first,
@@ -527,5 +534,10 @@ def tables(r: ClusterResult) -> str:
         )
     )
     out.append("")
-    out.append(rerelease_table(r.customers, {label: (None, None, ops) for label, ops in r.rerelease.items()}))
+    times: dict[str, tuple[float | None, float | None]] = dict(r.rerelease_times)
+    out.append(
+        rerelease_table(
+            r.customers, {label: (*times.get(label, (None, None)), ops) for label, ops in r.rerelease.items()}
+        )
+    )
     return "\n".join(out) + "\n"
